@@ -1,1 +1,381 @@
-//! placeholder
+//! The Kinode linker's core: composes the library components that Kinode packages publish in
+//! their `api.zip` into the processes and scripts that import them.
+//!
+//! It is pure: bytes in, bytes and a report out, no I/O, so it runs the same natively and inside
+//! a Kinode process. The pipeline is DESIGN.md's: read the archives ([`archive`]), decode every
+//! component ([`inspect`]), resolve each library import ([`resolve`]), compose with wac-graph
+//! ([`compose`]), verify the result against the Kinode runtime ([`verify`]) and pack the linked
+//! package with its `link.json` ([`package`], [`report`]).
+
+pub mod archive;
+pub mod compose;
+pub mod inspect;
+pub mod package;
+pub mod report;
+pub mod resolve;
+pub mod verify;
+
+use thiserror::Error;
+use wac_graph::types::Types;
+use wasmparser::Parser;
+
+pub use archive::{ArchiveError, Compression, Limits};
+pub use compose::ComposeError;
+pub use inspect::{InspectError, Origin, World};
+pub use package::{CopiedFile, PackageError};
+pub use report::{ComponentReport, Digest, LinkReport, Role};
+pub use resolve::{ImportReport, Outcome, ResolveError};
+pub use verify::VerifyError;
+
+use crate::archive::Archive;
+use crate::inspect::{sha256_hex, Unit};
+use crate::package::PackageFiles;
+use crate::resolve::{Catalog, Resolution};
+
+/// The linker's version, recorded in every `link.json`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// One input: the name the user knows it by (a file name or a package id) and its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// The name used in reports and errors. For an API archive, `pkg:publisher` (or a file name).
+    pub name: &'a str,
+    /// The bytes.
+    pub bytes: &'a [u8],
+}
+
+/// How to link.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Bounds on the archives read.
+    pub limits: Limits,
+    /// Which imports are the host's, and whether to verify against the Kinode runtime.
+    pub world: World,
+    /// How the linked package zip stores its files.
+    pub compression: Compression,
+}
+
+/// Why a link failed. Each variant is one layer's error; resolution reports every problem.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LinkError {
+    /// An archive breaks the archive rules.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// The package's own files are inconsistent.
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    /// A `.wasm` file is not a usable component.
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+    /// Imports that cannot be linked, all of them.
+    #[error("{}", unresolved(problems))]
+    Unresolved {
+        /// Every problem found, in component and import order.
+        problems: Vec<ResolveError>,
+    },
+    /// The composition engine failed.
+    #[error(transparent)]
+    Compose(#[from] ComposeError),
+    /// The linked result would not run on a Kinode node.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+}
+
+fn unresolved(problems: &[ResolveError]) -> String {
+    match problems {
+        [one] => one.to_string(),
+        many => {
+            let lines: Vec<String> = many.iter().map(|p| format!("  - {p}")).collect();
+            format!(
+                "{} imports cannot be linked:\n{}",
+                many.len(),
+                lines.join("\n")
+            )
+        }
+    }
+}
+
+/// A linked package: the zip to install, and what was done.
+#[derive(Debug, Clone)]
+pub struct Linked {
+    /// The linked package zip (the contents of `pkg/`, `link.json` included).
+    pub bytes: Vec<u8>,
+    /// The report, identical to the zip's `link.json`.
+    pub report: LinkReport,
+}
+
+/// A composed component, from [`compose`].
+#[derive(Debug, Clone)]
+pub struct Composed {
+    /// The composed component.
+    pub bytes: Vec<u8>,
+    /// What was linked into it.
+    pub report: ComponentReport,
+}
+
+/// Links a package zip against API zips: every process, script and other component of the
+/// package gets the libraries it imports, and the result is verified and packed.
+pub fn link(
+    package: Input<'_>,
+    apis: &[Input<'_>],
+    options: &Options,
+) -> Result<Linked, LinkError> {
+    let mut session = Session::load(package, apis, options)?;
+    let resolutions = session.resolve_all()?;
+    let catalog = session.catalog();
+    let mut components = Vec::with_capacity(session.components.len());
+    let mut linked_files = Vec::new();
+    for ((path, unit), resolution) in session.components.iter().zip(resolutions) {
+        let role = session.role(path);
+        if options.world == World::Kinode && role != Role::Component {
+            verify::check_init(path, unit, &session.types)?;
+        }
+        let linked = if resolution.is_empty() {
+            None
+        } else {
+            Some(compose::compose(path, unit, &resolution.plan, &catalog)?)
+        };
+        let bytes = linked.as_deref().unwrap_or(unit.package.bytes());
+        verify::check_imports(path, bytes, options.world)?;
+        components.push(ComponentReport {
+            path: path.clone(),
+            role,
+            sha256: unit.sha256.clone(),
+            linked_sha256: linked.as_deref().map(sha256_hex),
+            imports: resolution.reports,
+        });
+        if let Some(bytes) = linked {
+            linked_files.push((path.clone(), bytes));
+        }
+    }
+    let report = LinkReport {
+        linker: format!("kinode-link {VERSION}"),
+        package: session.package_digest,
+        apis: session.api_digests,
+        components,
+        copied: session.copied,
+    };
+    let mut archive = session.files.archive;
+    archive.files.extend(linked_files);
+    let mut record =
+        serde_json::to_vec_pretty(&report).expect("a report of strings always serialises");
+    record.push(b'\n');
+    archive.files.insert("link.json".to_owned(), record);
+    Ok(Linked {
+        bytes: archive.write(options.compression),
+        report,
+    })
+}
+
+/// What linking would do, import by import, without failing on unlinkable imports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Explanation {
+    /// The package explained.
+    pub package: String,
+    /// Every component, with each library import's outcome.
+    pub components: Vec<ComponentReport>,
+}
+
+/// Explains how each library import of a package would be resolved, and why any would not.
+/// Fails only when an archive or a component cannot be read.
+pub fn explain(
+    package: Input<'_>,
+    apis: &[Input<'_>],
+    options: &Options,
+) -> Result<Explanation, LinkError> {
+    let session = Session::load(package, apis, options)?;
+    let catalog = session.catalog();
+    let components = session
+        .components
+        .iter()
+        .map(|(path, unit)| ComponentReport {
+            path: path.clone(),
+            role: session.role(path),
+            sha256: unit.sha256.clone(),
+            linked_sha256: None,
+            imports: resolve::resolve(unit, &catalog, &session.types, options.world).reports,
+        })
+        .collect();
+    Ok(Explanation {
+        package: package.name.to_owned(),
+        components,
+    })
+}
+
+/// Composes one component with library components, which may also satisfy each other: the
+/// component-level counterpart of `wasm-tools compose -d` and `wac plug`.
+pub fn compose(
+    root: Input<'_>,
+    libraries: &[Input<'_>],
+    options: &Options,
+) -> Result<Composed, LinkError> {
+    let mut types = Types::default();
+    let origin = |input: &Input<'_>| Origin {
+        archive: input.name.to_owned(),
+        path: input.name.to_owned(),
+    };
+    let units = libraries
+        .iter()
+        .map(|library| Unit::decode(origin(library), library.bytes, &mut types))
+        .collect::<Result<Vec<_>, _>>()?;
+    let unit = Unit::decode(origin(&root), root.bytes, &mut types)?;
+    let catalog = Catalog::new(&units, &types);
+    let resolution = resolve::resolve(&unit, &catalog, &types, options.world);
+    let problems = resolution.errors(root.name);
+    if !problems.is_empty() {
+        return Err(LinkError::Unresolved { problems });
+    }
+    if options.world == World::Kinode {
+        verify::check_init(root.name, &unit, &types)?;
+    }
+    let linked = if resolution.is_empty() {
+        None
+    } else {
+        Some(compose::compose(
+            root.name,
+            &unit,
+            &resolution.plan,
+            &catalog,
+        )?)
+    };
+    let bytes = linked.unwrap_or_else(|| root.bytes.to_vec());
+    verify::check_imports(root.name, &bytes, options.world)?;
+    let sha256 = unit.sha256.clone();
+    let linked_sha256 = Some(sha256_hex(&bytes)).filter(|linked| *linked != sha256);
+    Ok(Composed {
+        report: ComponentReport {
+            path: root.name.to_owned(),
+            role: Role::Component,
+            sha256,
+            linked_sha256,
+            imports: resolution.reports,
+        },
+        bytes,
+    })
+}
+
+/// Everything read and decoded for one package link.
+struct Session {
+    files: PackageFiles,
+    types: Types,
+    providers: Vec<Unit>,
+    components: Vec<(String, Unit)>,
+    copied: Vec<CopiedFile>,
+    package_digest: Digest,
+    api_digests: Vec<Digest>,
+    world: World,
+}
+
+impl Session {
+    fn load(
+        package: Input<'_>,
+        apis: &[Input<'_>],
+        options: &Options,
+    ) -> Result<Session, LinkError> {
+        let mut files = PackageFiles::read(package.name, package.bytes, &options.limits)?;
+        let mut types = Types::default();
+        let mut providers = Vec::new();
+        if let Some(own) = &files.own_api {
+            decode_api(own, &mut types, &mut providers)?;
+        }
+        let mut copied = Vec::new();
+        for api in apis {
+            let archive = Archive::read(api.name, api.bytes, &options.limits)?;
+            let workers = decode_api(&archive, &mut types, &mut providers)?;
+            copied.extend(files.add_workers(&archive, workers.iter().map(String::as_str))?);
+        }
+        let mut components = Vec::new();
+        for path in files.wasm_paths() {
+            let bytes = &files.archive.files[&path];
+            if !Parser::is_component(bytes) && !files.roles.contains_key(&path) {
+                continue;
+            }
+            let origin = Origin {
+                archive: package.name.to_owned(),
+                path: path.clone(),
+            };
+            components.push((path.clone(), Unit::decode(origin, bytes, &mut types)?));
+        }
+        Ok(Session {
+            files,
+            types,
+            providers,
+            components,
+            copied,
+            package_digest: digest(&package),
+            api_digests: apis.iter().map(digest).collect(),
+            world: options.world,
+        })
+    }
+
+    fn catalog(&self) -> Catalog<'_> {
+        Catalog::new(&self.providers, &self.types)
+    }
+
+    fn role(&self, path: &str) -> Role {
+        self.files
+            .roles
+            .get(path)
+            .cloned()
+            .unwrap_or(Role::Component)
+    }
+
+    /// Resolves every component, failing with every problem found in any of them.
+    fn resolve_all(&mut self) -> Result<Vec<Resolution>, LinkError> {
+        let catalog = self.catalog();
+        let world = self.world;
+        let resolutions: Vec<Resolution> = self
+            .components
+            .iter()
+            .map(|(_, unit)| resolve::resolve(unit, &catalog, &self.types, world))
+            .collect();
+        let problems: Vec<ResolveError> = self
+            .components
+            .iter()
+            .zip(&resolutions)
+            .flat_map(|((path, _), resolution)| resolution.errors(path))
+            .collect();
+        if problems.is_empty() {
+            Ok(resolutions)
+        } else {
+            Err(LinkError::Unresolved { problems })
+        }
+    }
+}
+
+/// Decodes the components of an API archive into `providers` (those that export something
+/// besides `init`) and returns the paths of its other `.wasm` files, the workers.
+fn decode_api(
+    api: &Archive,
+    types: &mut Types,
+    providers: &mut Vec<Unit>,
+) -> Result<Vec<String>, LinkError> {
+    let mut workers = Vec::new();
+    for (path, bytes) in &api.files {
+        if !path.ends_with(".wasm") {
+            continue;
+        }
+        if !Parser::is_component(bytes) {
+            workers.push(path.clone());
+            continue;
+        }
+        let origin = Origin {
+            archive: api.name.clone(),
+            path: path.clone(),
+        };
+        let unit = Unit::decode(origin, bytes, types)?;
+        if unit.exports(types).any(|(name, _)| name != "init") {
+            providers.push(unit);
+        } else {
+            workers.push(path.clone());
+        }
+    }
+    Ok(workers)
+}
+
+fn digest(input: &Input<'_>) -> Digest {
+    Digest {
+        name: input.name.to_owned(),
+        sha256: sha256_hex(input.bytes),
+    }
+}

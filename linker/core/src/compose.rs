@@ -1,0 +1,115 @@
+//! Composition: turning a resolution plan into one component with wac-graph's
+//! `CompositionGraph`, libraries instantiated once each, in dependency order, and the result
+//! validated as it is encoded.
+
+use thiserror::Error;
+use wac_graph::types::Package;
+use wac_graph::{CompositionGraph, EncodeOptions, NodeId, Processor};
+
+use crate::inspect::Unit;
+use crate::resolve::Catalog;
+use crate::resolve::{Arg, Plan};
+
+/// The composition engine refused the plan, or the composed component failed validation.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ComposeError {
+    /// Building the composition graph failed.
+    #[error("composing `{component}` failed: {reason}")]
+    Graph {
+        /// The package file being linked.
+        component: String,
+        /// The engine's complaint.
+        reason: String,
+    },
+    /// The encoded component does not validate.
+    #[error("the composition of `{component}` is not a valid component: {reason}")]
+    Invalid {
+        /// The package file being linked.
+        component: String,
+        /// The validator's complaint.
+        reason: String,
+    },
+}
+
+/// Composes `root` with the libraries of `plan`.
+pub(crate) fn compose(
+    component: &str,
+    root: &Unit,
+    plan: &Plan,
+    catalog: &Catalog<'_>,
+) -> Result<Vec<u8>, ComposeError> {
+    let fail = |reason: String| ComposeError::Graph {
+        component: component.to_owned(),
+        reason,
+    };
+    let mut graph = CompositionGraph::new();
+    let register = |graph: &mut CompositionGraph, name: String, unit: &Unit| {
+        let package = Package::from_bytes(&name, None, unit.package.bytes(), graph.types_mut())
+            .map_err(|error| fail(format!("{}: {error:#}", unit.origin)))?;
+        graph
+            .register_package(package)
+            .map_err(|error| fail(error.to_string()))
+    };
+
+    let mut instances: Vec<NodeId> = Vec::with_capacity(plan.instances.len());
+    for (index, planned) in plan.instances.iter().enumerate() {
+        let package = register(
+            &mut graph,
+            format!("lib{index}"),
+            catalog.provider(planned.provider),
+        )?;
+        let instance = graph.instantiate(package);
+        connect(&mut graph, instance, &planned.args, &instances).map_err(&fail)?;
+        instances.push(instance);
+    }
+    let package = register(&mut graph, "root".to_owned(), root)?;
+    let instance = graph.instantiate(package);
+    connect(&mut graph, instance, &plan.root_args, &instances).map_err(&fail)?;
+
+    let exports: Vec<String> = graph.types()[graph[package].ty()]
+        .exports
+        .keys()
+        .cloned()
+        .collect();
+    for name in exports {
+        let alias = graph
+            .alias_instance_export(instance, &name)
+            .map_err(|error| fail(error.to_string()))?;
+        graph
+            .export(alias, &name)
+            .map_err(|error| fail(error.to_string()))?;
+    }
+
+    let options = EncodeOptions {
+        processor: Some(Processor {
+            name: "kinode-link",
+            version: crate::VERSION,
+        }),
+        ..EncodeOptions::default()
+    };
+    graph.encode(options).map_err(|error| match error {
+        wac_graph::EncodeError::ValidationFailure { source } => ComposeError::Invalid {
+            component: component.to_owned(),
+            reason: source.to_string(),
+        },
+        other => fail(format!("{other:#}")),
+    })
+}
+
+/// Feeds each argument's library export into `instance`.
+fn connect(
+    graph: &mut CompositionGraph,
+    instance: NodeId,
+    args: &[Arg],
+    instances: &[NodeId],
+) -> Result<(), String> {
+    for arg in args {
+        let alias = graph
+            .alias_instance_export(instances[arg.instance], &arg.export)
+            .map_err(|error| error.to_string())?;
+        graph
+            .set_instantiation_argument(instance, &arg.import, alias)
+            .map_err(|error| format!("argument `{}`: {error:#}", arg.import))?;
+    }
+    Ok(())
+}

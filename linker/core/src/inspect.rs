@@ -1,0 +1,173 @@
+//! Inspecting components: deciding what a `.wasm` file is, decoding a component's type into a
+//! shared type arena, and classifying its imports as the runtime's or a library's to provide.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use wac_graph::types::{ItemKind, Package, Types};
+use wasmparser::{Parser, ValidPayload, Validator, WasmFeatures};
+
+/// Where a component came from: an archive and a path inside it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Origin {
+    /// The archive's name (the package, or an API archive).
+    pub archive: String,
+    /// The path of the `.wasm` file inside the archive.
+    pub path: String,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` in `{}`", self.path, self.archive)
+    }
+}
+
+/// A `.wasm` file that cannot be used as a component.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum InspectError {
+    /// The file is a core module or not Wasm at all.
+    #[error("{origin} is {found}, not a WebAssembly component; build it as a component (kit and `wasm-tools component new` do)")]
+    NotAComponent {
+        /// The file.
+        origin: Origin,
+        /// What it is instead.
+        found: &'static str,
+    },
+    /// The file claims to be a component but does not decode or validate.
+    #[error("{origin} is not a valid component: {reason}")]
+    InvalidComponent {
+        /// The file.
+        origin: Origin,
+        /// The decoder's or validator's complaint.
+        reason: String,
+    },
+}
+
+/// A decoded component: its origin, hash and type (in the arena it was decoded into).
+pub(crate) struct Unit {
+    pub origin: Origin,
+    pub sha256: String,
+    pub package: Package,
+}
+
+impl Unit {
+    /// Decodes `bytes` into `types`.
+    pub fn decode(origin: Origin, bytes: &[u8], types: &mut Types) -> Result<Unit, InspectError> {
+        if !Parser::is_component(bytes) {
+            let found = if Parser::is_core_wasm(bytes) {
+                "a core Wasm module"
+            } else {
+                "not WebAssembly"
+            };
+            return Err(InspectError::NotAComponent { origin, found });
+        }
+        let invalid = |origin: &Origin, reason: String| InspectError::InvalidComponent {
+            origin: origin.clone(),
+            reason,
+        };
+        check_features(bytes).map_err(|reason| invalid(&origin, reason))?;
+        let package = Package::from_bytes("component", None, bytes, types)
+            .map_err(|error| invalid(&origin, format!("{error:#}")))?;
+        Ok(Unit {
+            sha256: sha256_hex(bytes),
+            origin,
+            package,
+        })
+    }
+
+    /// The component's imports, in declaration order.
+    pub fn imports<'t>(&self, types: &'t Types) -> impl Iterator<Item = (&'t str, ItemKind)> + 't {
+        types[self.package.ty()]
+            .imports
+            .iter()
+            .map(|(name, kind)| (name.as_str(), *kind))
+    }
+
+    /// The component's exports, in declaration order.
+    pub fn exports<'t>(&self, types: &'t Types) -> impl Iterator<Item = (&'t str, ItemKind)> + 't {
+        types[self.package.ty()]
+            .exports
+            .iter()
+            .map(|(name, kind)| (name.as_str(), *kind))
+    }
+}
+
+/// Validates the component's structure (not function bodies, which encoding validates later)
+/// with the stable feature set, so proposals the runtime does not run are refused here, as a
+/// typed error, before the type decoder meets them.
+fn check_features(bytes: &[u8]) -> Result<(), String> {
+    let mut validator = Validator::new_with_features(WasmFeatures::default());
+    let mut parser = Parser::new(0);
+    let mut nested = Vec::new();
+    let mut rest = bytes;
+    loop {
+        let (payload, consumed) = match parser.parse(rest, true).map_err(|e| e.to_string())? {
+            wasmparser::Chunk::Parsed { payload, consumed } => (payload, consumed),
+            wasmparser::Chunk::NeedMoreData(_) => return Err("the component is truncated".into()),
+        };
+        rest = &rest[consumed..];
+        match validator.payload(&payload).map_err(|e| e.to_string())? {
+            ValidPayload::Ok | ValidPayload::Func(..) => {}
+            ValidPayload::Parser(next) => nested.push(std::mem::replace(&mut parser, next)),
+            ValidPayload::End(_) => match nested.pop() {
+                Some(outer) => parser = outer,
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+/// Lowercase hex SHA-256 of `bytes`, the form Kinode uses for version hashes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Which imports the host provides and which a library must.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    /// A Kinode process: the runtime provides `kinode:process/standard@1.0.0` and WASI 0.2;
+    /// every other import must be linked, and the result must export `init`.
+    #[default]
+    Kinode,
+    /// Any component: imports no library provides are left as imports, nothing is verified.
+    Any,
+}
+
+/// The WASI 0.2 packages the Kinode runtime's `wasmtime-wasi` adds to its linker.
+const RUNTIME_WASI: [&str; 6] = [
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:io/",
+    "wasi:random/",
+    "wasi:sockets/",
+];
+
+impl World {
+    /// Whether an import is the host's to provide, so the linker leaves it alone. Any version
+    /// of `standard` counts, so that an old one is reported by verification, not as unlinked.
+    pub fn is_host_import(self, name: &str) -> bool {
+        match self {
+            World::Kinode => {
+                name.starts_with("kinode:process/standard@") || name.starts_with("wasi:")
+            }
+            World::Any => false,
+        }
+    }
+
+    /// Whether the Kinode runtime can satisfy this import of a linked component.
+    pub fn runtime_provides(name: &str) -> bool {
+        name == "kinode:process/standard@1.0.0"
+            || RUNTIME_WASI.iter().any(|package| {
+                name.strip_prefix(package)
+                    .and_then(|rest| rest.split_once('@'))
+                    .is_some_and(|(_, version)| version.starts_with("0.2."))
+            })
+    }
+}

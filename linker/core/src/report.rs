@@ -1,0 +1,123 @@
+//! Reports: what was linked, from what, and why; serialised as a linked package's `link.json`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::package::CopiedFile;
+use crate::resolve::{ImportReport, Outcome};
+
+/// What a `.wasm` file is to its package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "kebab-case")]
+pub enum Role {
+    /// A process in `manifest.json`.
+    Process {
+        /// Its process name.
+        name: String,
+    },
+    /// A terminal script in `scripts.json`.
+    Script,
+    /// Any other component (a worker, for example).
+    Component,
+}
+
+/// An input archive, by name and hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    /// The name the input was given under.
+    pub name: String,
+    /// Its SHA-256.
+    pub sha256: String,
+}
+
+/// One component of the package, and every library import resolved for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentReport {
+    /// Its path in the package.
+    pub path: String,
+    /// What it is to the package.
+    #[serde(flatten)]
+    pub role: Role,
+    /// SHA-256 of the component as it came in.
+    pub sha256: String,
+    /// SHA-256 of the linked component, if linking changed it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub linked_sha256: Option<String>,
+    /// Its library imports and those of the libraries linked into it, in resolution order.
+    pub imports: Vec<ImportReport>,
+}
+
+/// The record of one link: written into the linked package as `link.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkReport {
+    /// The linker that made it, `kinode-link <version>`.
+    pub linker: String,
+    /// The package that was linked.
+    pub package: Digest,
+    /// The API archives it was linked against, in the order given.
+    pub apis: Vec<Digest>,
+    /// Every component of the package, in path order.
+    pub components: Vec<ComponentReport>,
+    /// Files the API archives added to the package.
+    pub copied: Vec<CopiedFile>,
+}
+
+impl ComponentReport {
+    /// Whether linking changed the component.
+    pub fn is_linked(&self) -> bool {
+        self.linked_sha256.is_some()
+    }
+}
+
+impl fmt::Display for ComponentReport {
+    /// One line naming the component, then one indented line per library import.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let role = match &self.role {
+            Role::Process { name } => format!("process `{name}`"),
+            Role::Script => "script".to_owned(),
+            Role::Component => "component".to_owned(),
+        };
+        let state = if self.is_linked() {
+            "linked"
+        } else if self.imports.is_empty() {
+            "nothing to link"
+        } else {
+            "not linked"
+        };
+        write!(f, "{} ({role}): {state}", self.path)?;
+        for import in &self.imports {
+            let by = if import.importer.path == self.path {
+                String::new()
+            } else {
+                format!(" [for {}]", import.importer)
+            };
+            write!(f, "\n  {import}{by}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for LinkReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for component in &self.components {
+            if !first {
+                writeln!(f)?;
+            }
+            first = false;
+            write!(f, "{component}")?;
+        }
+        for copied in &self.copied {
+            write!(f, "\n{}: copied from `{}`", copied.path, copied.from)?;
+        }
+        Ok(())
+    }
+}
+
+impl ImportReport {
+    /// Whether a provider satisfies the import.
+    pub fn is_linked(&self) -> bool {
+        matches!(self.outcome, Outcome::Linked { .. })
+    }
+}

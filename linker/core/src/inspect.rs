@@ -20,7 +20,11 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}` in `{}`", self.path, self.archive)
+        if self.archive == self.path {
+            write!(f, "`{}`", self.path)
+        } else {
+            write!(f, "`{}` in `{}`", self.path, self.archive)
+        }
     }
 }
 

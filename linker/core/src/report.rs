@@ -71,45 +71,47 @@ impl ComponentReport {
 }
 
 impl fmt::Display for ComponentReport {
-    /// One line naming the component, then one indented line per library import.
+    /// One line: the component, then each library import and the provider that satisfied it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let role = match &self.role {
-            Role::Process { name } => format!("process `{name}`"),
-            Role::Script => "script".to_owned(),
-            Role::Component => "component".to_owned(),
-        };
-        let state = if self.is_linked() {
-            "linked"
-        } else if self.imports.is_empty() {
-            "nothing to link"
-        } else {
-            "not linked"
-        };
-        write!(f, "{} ({role}): {state}", self.path)?;
-        for import in &self.imports {
-            let by = if import.importer.path == self.path {
-                String::new()
-            } else {
-                format!(" [for {}]", import.importer)
-            };
-            write!(f, "\n  {import}{by}")?;
+        write!(f, "{}", self.path)?;
+        if self.imports.is_empty() {
+            return write!(f, ": nothing to link");
+        }
+        for (index, import) in self.imports.iter().enumerate() {
+            let separator = if index == 0 { ":" } else { "," };
+            write!(f, "{separator} {}", import.import)?;
+            match &import.outcome {
+                Outcome::Linked {
+                    provider, export, ..
+                } => {
+                    write!(f, " <- {} ({})", provider.path, provider.archive)?;
+                    if *export != import.import {
+                        write!(f, " as {export}")?;
+                    }
+                }
+                _ => write!(f, " <- unresolved")?,
+            }
+            if import.importer.path != self.path {
+                write!(f, " [for {}]", import.importer.path)?;
+            }
         }
         Ok(())
     }
 }
 
 impl fmt::Display for LinkReport {
+    /// One line per component, then one per file copied from an API archive.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for component in &self.components {
-            if !first {
+        let lines = self.components.iter().map(ToString::to_string).chain(
+            self.copied
+                .iter()
+                .map(|copied| format!("{}: copied from {}", copied.path, copied.from)),
+        );
+        for (index, line) in lines.enumerate() {
+            if index > 0 {
                 writeln!(f)?;
             }
-            first = false;
-            write!(f, "{component}")?;
-        }
-        for copied in &self.copied {
-            write!(f, "\n{}: copied from `{}`", copied.path, copied.from)?;
+            write!(f, "{line}")?;
         }
         Ok(())
     }

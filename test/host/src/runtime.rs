@@ -1,0 +1,297 @@
+//! The engine, the linker and running a process, as the Kinode runtime does it (KINODE.md 6.1,
+//! 6.2).
+//!
+//! The runtime's `make_component_v1` (the kinode repo's `kinode/src/kernel/process.rs`) does
+//! `Component::new`, `Linker::new`, `ProcessV1::add_to_linker(&mut linker, |s| s)`,
+//! `wasmtime_wasi::add_to_linker_async(&mut linker)`, `ProcessV1::instantiate_async` and
+//! `call_init(our)`. [`Host`] does the same, keeping one engine and one linker for all processes it
+//! runs, and drives them on a current-thread tokio runtime so that tests can stay synchronous.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use tempfile::TempDir;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, Trap, WasmBacktrace, WasmBacktraceDetails};
+use wasmtime_wasi::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{DirPerms, FilePerms, WasiCtxBuilder};
+
+use crate::bindings::kinode::process::standard::OnExit;
+use crate::bindings::ProcessV1;
+use crate::process::{parse_address, Print, ProcessState, ProcessWasiV1};
+
+/// Capacity of a process's stderr pipe; the runtime's `STACK_TRACE_SIZE`. Writes beyond it fail (no
+/// trap).
+pub const STDERR_CAPACITY: usize = 5000;
+
+/// A node in miniature: one async engine and one linker (kinode standard host + WASI preview 2)
+/// shared by every process it runs, and a temporary home directory that holds the processes'
+/// `vfs/{package}:{publisher}/tmp`.
+pub struct Host {
+    engine: Engine,
+    linker: Linker<ProcessWasiV1>,
+    executor: tokio::runtime::Runtime,
+    home: TempDir,
+}
+
+impl fmt::Debug for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Host")
+            .field("home", &self.home.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a process did during `init`, when `init` returned.
+#[derive(Debug)]
+pub struct ProcessRun {
+    /// Every `print-to-terminal` call, in order.
+    pub prints: Vec<Print>,
+    /// Everything the process wrote to stderr (at most [`STDERR_CAPACITY`] bytes, lossily decoded).
+    pub stderr: String,
+    /// The process state after `init` (`set-state` / `clear-state`).
+    pub state: Option<Vec<u8>>,
+    /// The on-exit setting after `init`.
+    pub on_exit: OnExit,
+}
+
+impl ProcessRun {
+    /// The printed messages without their verbosity.
+    pub fn print_messages(&self) -> Vec<&str> {
+        self.prints.iter().map(|p| p.message.as_str()).collect()
+    }
+}
+
+/// Why a process did not run to the end of `init`. The variants follow the runtime's stages.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// `our` is not `node@process:package:publisher`.
+    #[error("`{our}` is not a process address of the form node@process:package:publisher")]
+    BadAddress {
+        /// The string given.
+        our: String,
+    },
+    /// The bytes are not a valid component (`Component::new` fails; the runtime panics the process
+    /// task here).
+    #[error("component does not compile: {message}")]
+    Compile {
+        /// The error chain.
+        message: String,
+    },
+    /// `instantiate_async` failed: usually an import the runtime does not provide, or one of the
+    /// wrong type (the runtime prints "kernel: process X failed to instantiate" and gives up on the
+    /// process, skipping on-exit).
+    #[error("process failed to instantiate: {message}")]
+    Instantiate {
+        /// The first import wasmtime reported as missing or mismatched, e.g.
+        /// `kinode:process/mathlib@1.0.0`.
+        import: Option<String>,
+        /// The error chain.
+        message: String,
+    },
+    /// `init` trapped: a wasm trap (a Rust panic is `unreachable` after the panic message went to
+    /// stderr) or an error returned by a host function.
+    #[error("init trapped: {message}{}", stderr_suffix(stderr))]
+    Trap {
+        /// The error chain without the wasm backtrace, e.g. "wasm trap: wasm `unreachable`
+        /// instruction executed" or "test host: `spawn` is not supported yet".
+        message: String,
+        /// The wasm trap code, if it was a wasm trap rather than a host error.
+        trap: Option<Trap>,
+        /// The whole error chain including the wasm backtrace.
+        details: String,
+        /// What the process wrote to stderr (panic messages land here).
+        stderr: String,
+        /// What the process printed before it trapped.
+        prints: Vec<Print>,
+    },
+    /// The test host itself failed (temporary directories, WASI setup).
+    #[error("test host: {0:#}")]
+    Host(anyhow::Error),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("\nstderr:\n{stderr}")
+    }
+}
+
+impl Host {
+    /// Creates the engine, the linker and an empty temporary home directory.
+    ///
+    /// The engine is configured like the runtime's: component model, async support, wasm backtrace
+    /// details and wasmtime's default compilation cache (on disk in the user's cache directory;
+    /// left off if it cannot be loaded).
+    pub fn new() -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .async_support(true)
+            .wasm_backtrace_details(WasmBacktraceDetails::Enable);
+        // The runtime loads the default cache config; only a speed-up here, so a failure is not
+        // fatal.
+        let _ = config.cache_config_load_default();
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        ProcessV1::add_to_linker(&mut linker, |state: &mut ProcessWasiV1| state)?;
+        wasmtime_wasi::add_to_linker_async(&mut linker)?;
+
+        let executor = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let home = tempfile::Builder::new()
+            .prefix("linker-test-node-")
+            .tempdir()?;
+        Ok(Self {
+            engine,
+            linker,
+            executor,
+            home,
+        })
+    }
+
+    /// The engine every process of this host runs on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The node's home directory; processes' temporary directories live under `vfs/` in it.
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// Compiles `wasm`, instantiates it as a `process-v1` component and calls `init(our)`, with
+    /// `our` formatted `node@process:package:publisher`. Returns what the process printed and left
+    /// behind once `init` returns.
+    ///
+    /// Each call is a fresh process (fresh store, state and WASI context); its `TEMP_DIR` is
+    /// `{home}/vfs/{package}:{publisher}/tmp`, created if needed, preopened under the same absolute
+    /// path.
+    pub fn run_init(&self, wasm: &[u8], our: &str) -> Result<ProcessRun, RunError> {
+        let address = parse_address(our).ok_or_else(|| RunError::BadAddress {
+            our: our.to_owned(),
+        })?;
+        let component = Component::new(&self.engine, wasm).map_err(|e| RunError::Compile {
+            message: format!("{e:#}"),
+        })?;
+        let tmp = self
+            .process_tmp_dir(
+                &address.process.package_name,
+                &address.process.publisher_node,
+            )
+            .map_err(RunError::Host)?;
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let wasi = WasiCtxBuilder::new()
+            .preopened_dir(
+                &tmp,
+                tmp.to_string_lossy(),
+                DirPerms::all(),
+                FilePerms::all(),
+            )
+            .map_err(RunError::Host)?
+            .env("TEMP_DIR", tmp.to_string_lossy())
+            .stderr(stderr.clone())
+            .build();
+        let data = ProcessWasiV1 {
+            process: ProcessState::new(address),
+            table: ResourceTable::new(),
+            wasi,
+        };
+        let mut store = Store::new(&self.engine, data);
+
+        self.executor.block_on(async {
+            let process = ProcessV1::instantiate_async(&mut store, &component, &self.linker)
+                .await
+                .map_err(|e| RunError::Instantiate {
+                    import: missing_import(&e),
+                    message: format!("{e:#}"),
+                })?;
+            let result = process.call_init(&mut store, our).await;
+            let stderr = String::from_utf8_lossy(&stderr.contents()).into_owned();
+            let process = store.into_data().process;
+            match result {
+                Ok(()) => Ok(ProcessRun {
+                    prints: process.prints,
+                    stderr,
+                    state: process.state,
+                    on_exit: process.on_exit,
+                }),
+                Err(e) => Err(RunError::Trap {
+                    message: error_message(&e),
+                    trap: e.downcast_ref::<Trap>().copied(),
+                    details: format!("{e:#}"),
+                    stderr,
+                    prints: process.prints,
+                }),
+            }
+        })
+    }
+
+    /// `{home}/vfs/{package}:{publisher}/tmp`, created if needed.
+    fn process_tmp_dir(&self, package: &str, publisher: &str) -> anyhow::Result<PathBuf> {
+        let dir = self
+            .home
+            .path()
+            .join("vfs")
+            .join(format!("{package}:{publisher}"))
+            .join("tmp");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
+    }
+}
+
+/// The import named by wasmtime's "component imports {kind} `{name}`, but a matching implementation
+/// was not found in the linker" (wasmtime 27 `Linker::typecheck`), if that is the error.
+fn missing_import(error: &anyhow::Error) -> Option<String> {
+    error.chain().find_map(|cause| {
+        let text = cause.to_string();
+        let rest = text.strip_prefix("component imports ")?;
+        let (_, rest) = rest.split_once('`')?;
+        let (name, _) = rest.split_once('`')?;
+        Some(name.to_owned())
+    })
+}
+
+/// An error chain joined with ": ", leaving out the wasm backtrace wasmtime attaches as context.
+pub(crate) fn error_message(error: &anyhow::Error) -> String {
+    // The backtrace is an anyhow context, so it shows in the chain only as its text.
+    let backtrace = error
+        .downcast_ref::<WasmBacktrace>()
+        .map(ToString::to_string);
+    let causes: Vec<String> = error
+        .chain()
+        .map(ToString::to_string)
+        .filter(|cause| Some(cause) != backtrace.as_ref())
+        .collect();
+    causes.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_can_be_shared_between_test_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Host>();
+    }
+
+    #[test]
+    fn missing_import_is_read_from_wasmtime_error() {
+        let error = anyhow::anyhow!("function implementation is missing")
+            .context("instance export `add` has the wrong type")
+            .context(
+                "component imports instance `kinode:process/mathlib@1.0.0`, but a matching \
+                 implementation was not found in the linker",
+            );
+        assert_eq!(
+            missing_import(&error).as_deref(),
+            Some("kinode:process/mathlib@1.0.0")
+        );
+        assert_eq!(missing_import(&anyhow::anyhow!("other")), None);
+    }
+}

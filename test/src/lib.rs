@@ -143,3 +143,28 @@ pub fn variant(error: &linker_core::LinkError) -> String {
 fn head(debug: &str) -> &str {
     debug.split([' ', '{', '(']).next().unwrap_or_default()
 }
+
+/// Builds `kinode-link` for wasm32-wasip1 (release, in its own target directory so it never
+/// waits on an outer cargo's lock) and returns the core module's path.
+pub fn cli_wasm() -> Result<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the test crate sits in the repository")?
+        .to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from)
+        .join("wasm-cli");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--quiet", "--release", "-p", "kinode-link"])
+        .args(["--target", "wasm32-wasip1", "--target-dir"])
+        .arg(&target)
+        .status()
+        .context("running cargo")?;
+    anyhow::ensure!(
+        status.success(),
+        "building kinode-link for wasm32-wasip1 failed (is the target installed? `rustup target add wasm32-wasip1`)"
+    );
+    Ok(target.join("wasm32-wasip1/release/kinode-link.wasm"))
+}

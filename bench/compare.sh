@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Compares `kinode-link compose` with `wasm-tools compose` and `wac plug` on the fixture components
+# (app and bigapp, each composed with mathlib's library component), by wall time and peak RSS.
+#
+#   bench/compare.sh                  # from the repository root or anywhere
+#   RUNS=30 bench/compare.sh          # more runs per command (default 20; bigapp gets RUNS/2, at least 5)
+#
+# Environment: CARGO_TARGET_DIR (default <repo>/target), TOOLS_ROOT (where the pinned tools are installed, default
+# $CARGO_TARGET_DIR/bench-tools), RUNS. Downloads only from crates.io (cargo install) and the Debian archive (apt-get,
+# for hyperfine and GNU time when missing, as root). Results: $CARGO_TARGET_DIR/bench-compare/.
+set -euo pipefail
+
+# Pinned versions: wasm-tools of the same wasm-tools release family as the workspace's wit-component/wasm-compose
+# 0.263, wac-cli of the same release as the workspace's wac-graph 0.12.
+WASM_TOOLS_VERSION=1.263.0
+WAC_VERSION=0.12.0
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+TOOLS_ROOT=${TOOLS_ROOT:-$CARGO_TARGET_DIR/bench-tools}
+OUT=$CARGO_TARGET_DIR/bench-compare
+RUNS=${RUNS:-20}
+BIG_RUNS=$(( RUNS / 2 > 5 ? RUNS / 2 : 5 ))
+mkdir -p "$OUT" "$TOOLS_ROOT"
+cd "$ROOT"
+
+say() { printf '\n== %s\n' "$*" >&2; }
+
+# --- Tools --------------------------------------------------------------------------------------------------------
+installed() { # <binary> <version>: true if $TOOLS_ROOT/bin/<binary> reports <version>
+    [[ -x "$TOOLS_ROOT/bin/$1" ]] && "$TOOLS_ROOT/bin/$1" --version 2>/dev/null | grep -qF "$2"
+}
+if ! installed wasm-tools "$WASM_TOOLS_VERSION"; then
+    say "installing wasm-tools $WASM_TOOLS_VERSION (crates.io)"
+    cargo install --locked --root "$TOOLS_ROOT" "wasm-tools@$WASM_TOOLS_VERSION" \
+        --no-default-features --features compose,validate
+fi
+if ! installed wac "$WAC_VERSION"; then
+    say "installing wac-cli $WAC_VERSION (crates.io, without the registry feature)"
+    cargo install --locked --root "$TOOLS_ROOT" "wac-cli@$WAC_VERSION" --no-default-features
+fi
+WASM_TOOLS=$TOOLS_ROOT/bin/wasm-tools
+WAC=$TOOLS_ROOT/bin/wac
+
+apt_install() { # <package>: installs from the Debian archive if we may
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        say "installing $1 (apt)"
+        apt-get install -y "$1" >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y "$1" >/dev/null 2>&1; } || true
+    fi
+}
+command -v hyperfine >/dev/null || apt_install hyperfine
+[[ -x /usr/bin/time ]] || apt_install time
+
+say "building kinode-link (release)"
+cargo build --release --locked -p kinode-link >&2
+KINODE_LINK=$CARGO_TARGET_DIR/release/kinode-link
+
+# --- Inputs -------------------------------------------------------------------------------------------------------
+say "building the fixtures"
+cargo run --release --locked -p linker-fixtures >"$OUT/fixtures.txt"
+# `cargo run -p linker-fixtures` prints "<name>:test.os" then "  package  <zip>" and "  api      <zip>".
+fixture() { # <name> <package|api>
+    awk -v id="$1:test.os" -v kind="$2" '$0 == id { found = 1; next } found && $1 == kind { print $2; exit }' \
+        "$OUT/fixtures.txt"
+}
+APP_ZIP=$(fixture app package)
+BIGAPP_ZIP=$(fixture bigapp package)
+MATHLIB_API_ZIP=$(fixture mathlib api)
+IN=$OUT/in
+rm -rf "$IN" && mkdir -p "$IN"
+unzip -o -q -j "$APP_ZIP" app.wasm -d "$IN"
+unzip -o -q -j "$BIGAPP_ZIP" bigapp.wasm -d "$IN"
+# wasm-tools compose names a definition after its file, so the file name must be kebab case: mathlib-api.wasm.
+unzip -o -q -j "$MATHLIB_API_ZIP" mathlib-api.wasm -d "$IN"
+ls -l "$IN" >&2
+
+# --- Sanity: every tool composes, and the results validate ----------------------------------------------------------
+for root in app bigapp; do
+    "$WASM_TOOLS" compose "$IN/$root.wasm" -d "$IN/mathlib-api.wasm" -o "$OUT/$root.wasm-tools.wasm" 2>/dev/null
+    "$WAC" plug "$IN/$root.wasm" --plug "$IN/mathlib-api.wasm" -o "$OUT/$root.wac.wasm"
+    "$KINODE_LINK" compose "$IN/$root.wasm" --dep "$IN/mathlib-api.wasm" -o "$OUT/$root.kinode-link.wasm"
+    for tool in wasm-tools wac kinode-link; do
+        "$WASM_TOOLS" validate "$OUT/$root.$tool.wasm"
+    done
+done
+say "output sizes (bytes)"
+wc -c "$IN"/*.wasm "$OUT"/*.wasm-tools.wasm "$OUT"/*.wac.wasm "$OUT"/*.kinode-link.wasm | tee "$OUT/sizes.txt" >&2
+
+# --- Commands -----------------------------------------------------------------------------------------------------
+# The three tools, for <root>, writing to $OUT/out.wasm.
+commands() { # <root>
+    printf '%s\n' \
+        "$WASM_TOOLS compose $IN/$1.wasm -d $IN/mathlib-api.wasm -o $OUT/out.wasm" \
+        "$WAC plug $IN/$1.wasm --plug $IN/mathlib-api.wasm -o $OUT/out.wasm" \
+        "$KINODE_LINK compose $IN/$1.wasm --dep $IN/mathlib-api.wasm -o $OUT/out.wasm"
+}
+# The package-level link, for comparison with the component-level figures.
+link_command() { # <package zip>
+    printf '%s\n' "$KINODE_LINK link $1 --api $MATHLIB_API_ZIP -o $OUT/linked.zip"
+}
+
+# --- Wall time ----------------------------------------------------------------------------------------------------
+time_all() { # <label> <runs> <command>...
+    local label=$1 runs=$2
+    shift 2
+    if command -v hyperfine >/dev/null; then
+        hyperfine --shell=none --warmup 3 --runs "$runs" --style basic \
+            --export-markdown "$OUT/time-$label.md" "$@" >&2
+        cat "$OUT/time-$label.md"
+    else
+        echo "| Command | Mean [ms] | Min [ms] | Max [ms] |"
+        echo "|:---|---:|---:|---:|"
+        local command i start end ms all
+        for command in "$@"; do
+            $command >/dev/null 2>&1 # warm-up
+            all=()
+            for ((i = 0; i < runs; i++)); do
+                start=$(date +%s%N)
+                $command >/dev/null 2>&1
+                end=$(date +%s%N)
+                all+=($(( (end - start) / 1000 )))
+            done
+            printf '%s\n' "${all[@]}" | sort -n | awk -v c="\`$command\`" \
+                '{ v[NR] = $1; s += $1 } END { printf "| %s | %.1f | %.1f | %.1f |\n", c, s / NR / 1000, v[1] / 1000, v[NR] / 1000 }'
+        done
+    fi
+}
+
+# --- Peak RSS -----------------------------------------------------------------------------------------------------
+peak_rss() { # <label> <command>...: the median of 5 runs' "Maximum resident set size", in KiB
+    local label=$1 command i
+    shift
+    echo "| Command | Peak RSS [KiB], median of 5 |"
+    echo "|:---|---:|"
+    for command in "$@"; do
+        for ((i = 0; i < 5; i++)); do
+            /usr/bin/time -v $command 2>&1 >/dev/null | awk -F': ' '/Maximum resident set size/ { print $2 }'
+        done | sort -n | sed -n 3p | awk -v c="\`$command\`" '{ printf "| %s | %d |\n", c, $1 }'
+    done
+}
+
+mapfile -t APP < <(commands app)
+mapfile -t BIG < <(commands bigapp)
+APP+=("$(link_command "$APP_ZIP")")
+BIG+=("$(link_command "$BIGAPP_ZIP")")
+{
+    echo "# bench/compare.sh results"
+    echo
+    echo "wasm-tools $WASM_TOOLS_VERSION, wac-cli $WAC_VERSION, $("$KINODE_LINK" --version)$(command -v hyperfine >/dev/null && echo ", $(hyperfine --version)")"
+    echo
+    echo "## app + mathlib-api: wall time"
+    echo
+    time_all app "$RUNS" "${APP[@]}"
+    echo
+    echo "## bigapp + mathlib-api: wall time"
+    echo
+    time_all bigapp "$BIG_RUNS" "${BIG[@]}"
+    echo
+    echo "## app + mathlib-api: peak RSS"
+    echo
+    peak_rss app "${APP[@]}"
+    echo
+    echo "## bigapp + mathlib-api: peak RSS"
+    echo
+    peak_rss bigapp "${BIG[@]}"
+} | tee "$OUT/results.md"
+say "results in $OUT/results.md"

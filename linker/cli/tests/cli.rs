@@ -1,0 +1,125 @@
+//! `kinode-link` as a user runs it: exit status, what it prints, and that a failed command
+//! writes no output file.
+
+use std::process::Command;
+
+use linker_tests::{component, manifest, zip};
+
+const MATH: &str =
+    "package acme:math@1.0.0 { interface math { add: func(a: u32, b: u32) -> u32; } }";
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = component(&format!(
+        "package test:app;\n{MATH}\nworld app {{ import acme:math/math@1.0.0; export init: func(our: string); }}"
+    ))
+    .expect("app");
+    let lib = component(&format!(
+        "package test:lib;\n{MATH}\nworld lib {{ export acme:math/math@1.0.0; }}"
+    ))
+    .expect("lib");
+    let package = zip(&[
+        ("manifest.json", &manifest(&[("app", "app.wasm")])),
+        ("app.wasm", &app),
+    ])
+    .expect("zip");
+    std::fs::write(dir.path().join("app:test.os.zip"), package).expect("write");
+    std::fs::write(
+        dir.path().join("math:test.os-api.zip"),
+        zip(&[("math-api.wasm", &lib)]).expect("zip"),
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("app.wasm"), app).expect("write");
+    std::fs::write(dir.path().join("math-api.wasm"), lib).expect("write");
+    dir
+}
+
+fn kinode_link(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_kinode-link"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn link_succeeds_and_reports_each_import() {
+    let dir = setup();
+    let (code, stdout, stderr) = kinode_link(
+        dir.path(),
+        &[
+            "link",
+            "app:test.os.zip",
+            "--api",
+            "math:test.os-api.zip",
+            "-o",
+            "out.zip",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "app.wasm: acme:math/math@1.0.0 <- math-api.wasm (math:test.os)\nwrote out.zip (1 of 1 components linked)\n"
+    );
+    assert!(dir.path().join("out.zip").exists());
+}
+
+#[test]
+fn a_failed_link_exits_1_names_the_import_and_writes_nothing() {
+    let dir = setup();
+    let (code, stdout, stderr) =
+        kinode_link(dir.path(), &["link", "app:test.os.zip", "-o", "out.zip"]);
+    assert_eq!(code, 1);
+    assert_eq!(stdout, "");
+    assert_eq!(
+        stderr,
+        "error: linking `app.wasm`: `app.wasm` in `app:test.os.zip` imports `acme:math/math@1.0.0`, and no API provides it\n"
+    );
+    assert!(!dir.path().join("out.zip").exists());
+    assert!(!dir.path().join("out.zip.partial").exists());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = setup();
+    let (code, _, stderr) = kinode_link(dir.path(), &["link", "app:test.os.zip"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--output"));
+    let (code, _, _) = kinode_link(dir.path(), &["frobnicate"]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn compose_and_explain() {
+    let dir = setup();
+    let (code, stdout, stderr) = kinode_link(
+        dir.path(),
+        &[
+            "compose",
+            "app.wasm",
+            "--dep",
+            "math-api.wasm",
+            "-o",
+            "out.wasm",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "app.wasm: acme:math/math@1.0.0 <- math-api.wasm (math-api.wasm)\nwrote out.wasm\n"
+    );
+    let (code, stdout, _) = kinode_link(dir.path(), &["explain", "app:test.os.zip"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout,
+        "app.wasm: 1 library imports, 1 unresolved\n  acme:math/math@1.0.0 -> no provider\n"
+    );
+    let (code, stdout, _) = kinode_link(dir.path(), &["explain", "app:test.os.zip", "--json"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("\"outcome\": \"unmatched\""), "{stdout}");
+}

@@ -228,10 +228,16 @@ fn run(command: Command) -> Result<String, String> {
                     .iter()
                     .filter(|import| !matches!(import.outcome, Outcome::Linked { .. }))
                     .count();
-                let summary = match (component.imports.len(), unresolved) {
+                let count = component.imports.len();
+                let noun = if count == 1 {
+                    "library import"
+                } else {
+                    "library imports"
+                };
+                let summary = match (count, unresolved) {
                     (0, _) => "nothing to link".to_owned(),
-                    (n, 0) => format!("{n} library imports, all resolved"),
-                    (n, bad) => format!("{n} library imports, {bad} unresolved"),
+                    (n, 0) => format!("{n} {noun}, all resolved"),
+                    (n, bad) => format!("{n} {noun}, {bad} unresolved"),
                 };
                 lines.push(format!("{}: {summary}", component.path));
                 for import in &component.imports {

@@ -117,7 +117,7 @@ fn compose_and_explain() {
     assert_eq!(code, 0);
     assert_eq!(
         stdout,
-        "app.wasm: 1 library imports, 1 unresolved\n  acme:math/math@1.0.0 -> no provider\n"
+        "app.wasm: 1 library import, 1 unresolved\n  acme:math/math@1.0.0 -> no provider\n"
     );
     let (code, stdout, _) = kinode_link(dir.path(), &["explain", "app:test.os.zip", "--json"]);
     assert_eq!(code, 0);

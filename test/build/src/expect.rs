@@ -1,8 +1,9 @@
-//! What the fixture processes print and return, for tests to assert against. `our` is the address string the host
-//! passes to `init` (`node@process:package:publisher`), which is also what `standard::our` returns.
+//! What the fixture processes print and return, for tests to assert against. `our` is the address
+//! string the host passes to `init` (`node@process:package:publisher`), which is also what
+//! `standard::our` returns.
 //!
-//! bigapp's blob and the FNV-1a hash are the fixture's own code (`test/fixtures/bigapp/bigapp/blob.rs`), included
-//! here verbatim.
+//! bigapp's blob and the FNV-1a hash are the fixture's own code
+//! (`test/fixtures/bigapp/bigapp/blob.rs`), included here verbatim.
 
 include!("../../fixtures/bigapp/bigapp/blob.rs");
 
@@ -11,8 +12,8 @@ pub fn fingerprint(input: &str) -> String {
     format!("mathlib({input})={:016x}", fnv1a_64(input.as_bytes()))
 }
 
-/// `textlib::label(s)` when mathlib's `next-id` returns `id` and the caller's address is `our`:
-/// `<S uppercased>#<id> <fingerprint(s)> by <our>`.
+/// `textlib::label(s)` when mathlib's `next-id` returns `id` and the caller's address is `our`: `<S
+/// uppercased>#<id> <fingerprint(s)> by <our>`.
 pub fn label(s: &str, id: u64, our: &str) -> String {
     format!("{}#{id} {} by {our}", s.to_uppercase(), fingerprint(s))
 }
@@ -45,7 +46,8 @@ pub fn chain(our: &str) -> String {
     format!("chain: {}", label("hello", 1, our))
 }
 
-/// What process `duo` prints at init when the process and textlib share one mathlib instance (ids 1, 2, 3).
+/// What process `duo` prints at init when the process and textlib share one mathlib instance (ids
+/// 1, 2, 3).
 pub fn duo(our: &str) -> String {
     format!("duo: first=1 label={} last=3", label("duo", 2, our))
 }

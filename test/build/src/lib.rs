@@ -1,30 +1,34 @@
-//! Builds the linker's fixture packages (`test/fixtures`) the way `kit build` builds a Kinode package, minus
-//! composition, so the processes in the output still import the library interfaces: exactly what the linker consumes.
+//! Builds the linker's fixture packages (`test/fixtures`) the way `kit build` builds a Kinode
+//! package, minus composition, so the processes in the output still import the library interfaces:
+//! exactly what the linker consumes.
 //!
 //! The steps mirror kit (`src/build/mod.rs`; see `KINODE.md` sections 1.6, 2.2, 2.3 and 2.5):
 //!
-//! 1. For every crate of every fixture package, write `<crate>/target/wit/`: `kinode.wit` v1.0.0 (taken from the
-//!    kinode_process_lib 1.0.1 crate, never downloaded) plus the package's own `api/*.wit` plus the `api/*.wit` of
-//!    its `dependencies`, transitively. Files are rewritten only when their content changes, so cargo's incremental
-//!    build stays warm.
-//! 2. One `cargo build --release --locked --target wasm32-wasip1` over the fixture workspace, in its own target
-//!    directory `<root target>/fixtures/cargo`.
-//! 3. Componentize every core module with wit-component's `ComponentEncoder` and the wasmtime 27.0.0 WASI preview1
-//!    reactor adapter, validation on. The file name is the crate's library name in kebab case
-//!    (`mathlib_api` -> `mathlib-api.wasm`).
-//! 4. Classify by the decoded component type: a component with any export other than `init` is an exporter and goes
-//!    into the package's `api.zip`, never into `pkg/`; every other component goes into `pkg/`.
-//! 5. `api.zip` = `api/*` + exporters + `api_includes` (flat, by file name; a path under `pkg/` may name a component
-//!    built in step 3); the package zip = the source `pkg/` (manifest.json, scripts.json) + the non-exporter
-//!    components + `api.zip`. Zips are written kit-style: sorted entries, explicit directory entries, Deflated,
-//!    unix mode 0o755, mtime 2023-06-19, so they are reproducible.
+//! 1. For every crate of every fixture package, write `<crate>/target/wit/`: `kinode.wit` v1.0.0
+//!    (taken from the kinode_process_lib 1.0.1 crate, never downloaded) plus the package's own
+//!    `api/*.wit` plus the `api/*.wit` of its `dependencies`, transitively. Files are rewritten
+//!    only when their content changes, so cargo's incremental build stays warm.
+//! 2. One `cargo build --release --locked --target wasm32-wasip1` over the fixture workspace, in
+//!    its own target directory `<root target>/fixtures/cargo`.
+//! 3. Componentize every core module with wit-component's `ComponentEncoder` and the wasmtime
+//!    27.0.0 WASI preview1 reactor adapter, validation on. The file name is the crate's library
+//!    name in kebab case (`mathlib_api` -> `mathlib-api.wasm`).
+//! 4. Classify by the decoded component type: a component with any export other than `init` is an
+//!    exporter and goes into the package's `api.zip`, never into `pkg/`; every other component goes
+//!    into `pkg/`.
+//! 5. `api.zip` = `api/*` + exporters + `api_includes` (flat, by file name; a path under `pkg/` may
+//!    name a component built in step 3); the package zip = the source `pkg/` (manifest.json,
+//!    scripts.json) + the non-exporter components + `api.zip`. Zips are written kit-style: sorted
+//!    entries, explicit directory entries, Deflated, unix mode 0o755, mtime 2023-06-19, so they are
+//!    reproducible.
 //!
 //! Outputs, under `<root target>/fixtures/` (see [`out_dir`]):
 //!
 //! - `packages/<name>:test.os.zip`: the installable (unlinked) package;
 //! - `packages/<name>:test.os.metadata.json`: a copy of its `metadata.json`;
 //! - `apis/<name>:test.os-api.zip`: a copy of the `api.zip` inside the package zip;
-//! - `components/<name>:test.os/<file>.wasm`: every component built for the package (exporters included).
+//! - `components/<name>:test.os/<file>.wasm`: every component built for the package (exporters
+//!   included).
 //!
 //! Set `LINKER_FIXTURES_VERBOSE=1` to see cargo's progress on stderr.
 
@@ -53,7 +57,8 @@ pub const PUBLISHER: &str = "test.os";
 /// The Rust target the fixtures are built for.
 pub const TARGET: &str = "wasm32-wasip1";
 
-/// The crate whose `kinode-wit/kinode.wit` (v1.0.0) the fixtures are built against, and its exact version.
+/// The crate whose `kinode-wit/kinode.wit` (v1.0.0) the fixtures are built against, and its exact
+/// version.
 const PROCESS_LIB: (&str, &str) = ("kinode_process_lib", "1.0.1");
 
 /// The name under which core modules import WASI preview1, and so the adapter's name.
@@ -75,9 +80,11 @@ pub struct Component {
     pub file: String,
     /// The cargo package that was compiled, e.g. `mathlib_api`.
     pub crate_name: String,
-    /// True if the component exports anything other than `init`: it went into `api.zip`, not `pkg/`.
+    /// True if the component exports anything other than `init`: it went into `api.zip`, not
+    /// `pkg/`.
     pub exporter: bool,
-    /// World import names, e.g. `kinode:process/mathlib@1.0.0`, `wasi:io/streams@0.2.2`, in world order.
+    /// World import names, e.g. `kinode:process/mathlib@1.0.0`, `wasi:io/streams@0.2.2`, in world
+    /// order.
     pub imports: Vec<String>,
     /// World export names, e.g. `init` or `kinode:process/mathlib@1.0.0`, in world order.
     pub exports: Vec<String>,
@@ -122,8 +129,9 @@ impl Fixtures {
             .join(format!("{}.metadata.json", package_id(name)))
     }
 
-    /// A component built for a package, exporters included: `<out>/components/<name>:test.os/<file>`, with `file`
-    /// such as `app.wasm` or `mathlib-api.wasm`.
+    /// A component built for a package, exporters included:
+    /// `<out>/components/<name>:test.os/<file>`, with `file` such as `app.wasm` or
+    /// `mathlib-api.wasm`.
     pub fn component(&self, name: &str, file: &str) -> PathBuf {
         self.dir
             .join("components")
@@ -131,7 +139,8 @@ impl Fixtures {
             .join(file)
     }
 
-    /// The components built for a package with their decoded imports and exports (empty for an unknown name).
+    /// The components built for a package with their decoded imports and exports (empty for an
+    /// unknown name).
     pub fn components(&self, name: &str) -> &[Component] {
         self.components.get(name).map_or(&[], Vec::as_slice)
     }
@@ -171,8 +180,9 @@ pub fn source_dir() -> PathBuf {
     repo_root().join("test").join("fixtures")
 }
 
-/// The root workspace's target directory: `CARGO_TARGET_DIR` if set (a relative value is taken relative to the
-/// repository root), else `<repo>/target`. `build.target-dir` in cargo config files is not consulted.
+/// The root workspace's target directory: `CARGO_TARGET_DIR` if set (a relative value is taken
+/// relative to the repository root), else `<repo>/target`. `build.target-dir` in cargo config files
+/// is not consulted.
 pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => repo_root().join(dir),
@@ -180,23 +190,25 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// Where [`build`] writes its outputs: `<root target>/fixtures`. The fixture workspace's own cargo target directory
-/// is `<root target>/fixtures/cargo`, never the root target directory itself (a nested cargo on the directory an
-/// outer `cargo test` holds would deadlock).
+/// Where [`build`] writes its outputs: `<root target>/fixtures`. The fixture workspace's own cargo
+/// target directory is `<root target>/fixtures/cargo`, never the root target directory itself (a
+/// nested cargo on the directory an outer `cargo test` holds would deadlock).
 pub fn out_dir() -> PathBuf {
     target_dir().join("fixtures")
 }
 
-/// The path of kinode_process_lib 1.0.1's `kinode-wit/kinode.wit` (package `kinode:process@1.0.0`), found with
-/// `cargo metadata` over the fixture workspace (which downloads the crate from crates.io if needed; nothing is
-/// fetched from GitHub). The answer is cached in `<out>/kinode-wit.path` and reused while that file exists.
+/// The path of kinode_process_lib 1.0.1's `kinode-wit/kinode.wit` (package `kinode:process@1.0.0`),
+/// found with `cargo metadata` over the fixture workspace (which downloads the crate from crates.io
+/// if needed; nothing is fetched from GitHub). The answer is cached in `<out>/kinode-wit.path` and
+/// reused while that file exists.
 pub fn kinode_wit() -> Result<PathBuf> {
     find_kinode_wit()
 }
 
-/// Builds every fixture once per process and returns where the outputs are. Safe to call from many threads and
-/// many processes at once: cargo serialises builds on its target directory, and every output file is replaced
-/// atomically, and only when its content changes. A second run is cheap (cargo has nothing to do).
+/// Builds every fixture once per process and returns where the outputs are. Safe to call from many
+/// threads and many processes at once: cargo serialises builds on its target directory, and every
+/// output file is replaced atomically, and only when its content changes. A second run is cheap
+/// (cargo has nothing to do).
 pub fn build() -> Result<&'static Fixtures> {
     static BUILT: OnceLock<Fixtures> = OnceLock::new();
     static LOCK: Mutex<()> = Mutex::new(());
@@ -211,7 +223,7 @@ pub fn build() -> Result<&'static Fixtures> {
     Ok(BUILT.get_or_init(|| fixtures))
 }
 
-// ---------------------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 // The fixture workspace, as `cargo metadata` sees it.
 
 /// A fixture crate (process, script or API exporter).
@@ -260,7 +272,8 @@ struct CargoTarget {
     kind: Vec<String>,
 }
 
-/// `cargo metadata` over the fixture workspace; `no_deps` skips dependency resolution (20 ms instead of 400 ms).
+/// `cargo metadata` over the fixture workspace; `no_deps` skips dependency resolution (20 ms
+/// instead of 400 ms).
 fn cargo_metadata(no_deps: bool) -> Result<CargoMetadata> {
     let mut command = cargo_command();
     command
@@ -376,11 +389,11 @@ fn load_workspace() -> Result<Workspace> {
     Ok(Workspace { crates })
 }
 
-// ---------------------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 // Fixture packages.
 
-/// `Erc721Metadata`, as much of it as the build needs; the required fields of `Erc721Properties` are required here too,
-/// so a fixture's metadata.json stays valid for the app store.
+/// `Erc721Metadata`, as much of it as the build needs; the required fields of `Erc721Properties`
+/// are required here too, so a fixture's metadata.json stays valid for the app store.
 #[derive(Deserialize)]
 struct Erc721Metadata {
     properties: Erc721Properties,
@@ -409,7 +422,8 @@ struct Package {
 }
 
 impl Package {
-    /// Dependencies as kit reads them: only when the package has an `api/` directory (KINODE.md 1.2).
+    /// Dependencies as kit reads them: only when the package has an `api/` directory (KINODE.md
+    /// 1.2).
     fn dependencies(&self) -> Result<Vec<String>> {
         if !self.dir.join("api").is_dir() {
             return Ok(Vec::new());
@@ -545,7 +559,8 @@ fn read_tree(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
     Ok(files)
 }
 
-/// The WIT files of `<crate>/target/wit/`: kinode.wit plus the `api/*.wit` of the package and its dependencies.
+/// The WIT files of `<crate>/target/wit/`: kinode.wit plus the `api/*.wit` of the package and its
+/// dependencies.
 fn wit_files(kinode_wit: &[u8], packages: &[&Package]) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut files = BTreeMap::from([("kinode.wit".to_string(), kinode_wit.to_vec())]);
     for package in packages {
@@ -569,7 +584,7 @@ fn wit_files(kinode_wit: &[u8], packages: &[&Package]) -> Result<BTreeMap<String
     Ok(files)
 }
 
-// ---------------------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 // The build.
 
 fn verbose() -> bool {
@@ -618,8 +633,8 @@ fn build_uncached() -> Result<Fixtures> {
         kinode_wit: kinode_wit_path,
     };
 
-    // Nothing changed since the last run (same builder, same core modules, same package files, outputs all
-    // there): reuse its outputs.
+    // Nothing changed since the last run (same builder, same core modules, same package files,
+    // outputs all there): reuse its outputs.
     let start = Instant::now();
     let stamp_path = out.join("stamp.json");
     let key = stamp_key(&packages, &release)?;
@@ -663,9 +678,9 @@ struct Stamp {
     components: BTreeMap<String, Vec<Component>>,
 }
 
-/// A hash of every input of steps 3-5: this builder's source, the adapter, each package's metadata.json, pkg/ and
-/// api/ files and api_includes from outside pkg/, and the size and mtime of each core module (cargo rewrites a
-/// module whenever it relinks it).
+/// A hash of every input of steps 3-5: this builder's source, the adapter, each package's
+/// metadata.json, pkg/ and api/ files and api_includes from outside pkg/, and the size and mtime of
+/// each core module (cargo rewrites a module whenever it relinks it).
 fn stamp_key(packages: &BTreeMap<String, Package>, release: &Path) -> Result<String> {
     let mut hasher = DefaultHasher::new();
     include_str!("lib.rs").hash(&mut hasher);
@@ -821,8 +836,8 @@ fn build_component(
     Ok((bytes, component))
 }
 
-/// A core module to a component, as `wasm-tools component new --adapt wasi_snapshot_preview1.reactor.wasm` does,
-/// with the reactor adapter of wasmtime 27.0.0.
+/// A core module to a component, as `wasm-tools component new --adapt
+/// wasi_snapshot_preview1.reactor.wasm` does, with the reactor adapter of wasmtime 27.0.0.
 pub fn componentize(module: &[u8]) -> Result<Vec<u8>> {
     ComponentEncoder::default()
         .module(module)?
@@ -834,8 +849,8 @@ pub fn componentize(module: &[u8]) -> Result<Vec<u8>> {
         .encode()
 }
 
-/// The import and export names of a component's world (`kinode:process/mathlib@1.0.0`, `init`, ...), decoded with
-/// wit-component.
+/// The import and export names of a component's world (`kinode:process/mathlib@1.0.0`, `init`,
+/// ...), decoded with wit-component.
 pub fn world_of(component: &[u8]) -> Result<(Vec<String>, Vec<String>)> {
     match wit_component::decode(component)? {
         DecodedWasm::Component(resolve, world) => {
@@ -853,7 +868,7 @@ pub fn world_of(component: &[u8]) -> Result<(Vec<String>, Vec<String>)> {
     }
 }
 
-// ---------------------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 // cargo.
 
 fn cargo_program() -> OsString {
@@ -867,12 +882,13 @@ fn cargo_program() -> OsString {
     "cargo".into()
 }
 
-/// A cargo command for the fixture workspace, without the outer build's target settings and host flags.
+/// A cargo command for the fixture workspace, without the outer build's target settings and host
+/// flags.
 ///
-/// Unless `RUSTC` is set, it is pinned to the `rustc` beside the chosen cargo: rustup's `rustc` proxy picks its
-/// toolchain from the working directory, and cargo compiles each registry crate in that crate's own directory, so a
-/// dependency that ships a `rust-toolchain.toml` (convert_case 0.10 asks for 1.83.0) would otherwise switch
-/// toolchains in the middle of the build.
+/// Unless `RUSTC` is set, it is pinned to the `rustc` beside the chosen cargo: rustup's `rustc`
+/// proxy picks its toolchain from the working directory, and cargo compiles each registry crate in
+/// that crate's own directory, so a dependency that ships a `rust-toolchain.toml` (convert_case
+/// 0.10 asks for 1.83.0) would otherwise switch toolchains in the middle of the build.
 fn cargo_command() -> Command {
     let program = cargo_program();
     let mut command = Command::new(&program);
@@ -901,8 +917,8 @@ fn cargo_command() -> Command {
     command
 }
 
-/// Runs a command, returning its stdout; its stderr is echoed if `LINKER_FIXTURES_VERBOSE` is set, and quoted in
-/// the error if it fails.
+/// Runs a command, returning its stdout; its stderr is echoed if `LINKER_FIXTURES_VERBOSE` is set,
+/// and quoted in the error if it fails.
 fn run(mut command: Command, what: &str) -> Result<Vec<u8>> {
     let verbose = verbose();
     let mut child = command
@@ -964,11 +980,12 @@ fn cargo_build(cargo_target: &Path) -> Result<()> {
     Ok(())
 }
 
-// ---------------------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 // Files.
 
-/// Writes `bytes` to `path` unless it already holds exactly them (so mtimes, and cargo's fingerprints, stay put),
-/// atomically (a temporary file renamed into place), so concurrent builders and readers never see a partial file.
+/// Writes `bytes` to `path` unless it already holds exactly them (so mtimes, and cargo's
+/// fingerprints, stay put), atomically (a temporary file renamed into place), so concurrent
+/// builders and readers never see a partial file.
 fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     if fs::read(path).is_ok_and(|existing| existing == bytes) {
@@ -989,8 +1006,8 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Makes `dir` hold `files`: writes what changed and removes other files ending in `extension` (only those, so a
-/// concurrent builder's temporary files are left alone).
+/// Makes `dir` hold `files`: writes what changed and removes other files ending in `extension`
+/// (only those, so a concurrent builder's temporary files are left alone).
 fn sync_dir(dir: &Path, files: &BTreeMap<String, Vec<u8>>, extension: &str) -> Result<()> {
     for (name, bytes) in files {
         write_if_changed(&dir.join(name), bytes)?;
@@ -1008,8 +1025,8 @@ fn sync_dir(dir: &Path, files: &BTreeMap<String, Vec<u8>>, extension: &str) -> R
     Ok(())
 }
 
-/// A zip the way kit's `zip_directory` writes one: entries sorted (depth first, by name), a directory entry before
-/// its contents, Deflated, unix mode 0o755, mtime 2023-06-19 00:00:00.
+/// A zip the way kit's `zip_directory` writes one: entries sorted (depth first, by name), a
+/// directory entry before its contents, Deflated, unix mode 0o755, mtime 2023-06-19 00:00:00.
 pub fn zip_files(files: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>> {
     let options = SimpleFileOptions::default()
         .compression_method(CompressionMethod::Deflated)

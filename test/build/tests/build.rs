@@ -1,5 +1,5 @@
-//! The fixture contract: what each fixture package contains, and what every component imports and exports, read
-//! back from the zips and decoded independently of the builder's own bookkeeping.
+//! The fixture contract: what each fixture package contains, and what every component imports and
+//! exports, read back from the zips and decoded independently of the builder's own bookkeeping.
 
 #![allow(clippy::unwrap_used)] // helpers of an integration test: a panic is the failure report
 
@@ -21,7 +21,8 @@ fn unzip(bytes: &[u8]) -> Vec<(String, Option<Vec<u8>>)> {
     for index in 0..archive.len() {
         let mut file = archive.by_index(index).unwrap();
         let name = file.name().unwrap().to_string();
-        // kit's zip_directory: files Deflated (directory entries are Stored), mode 0o755, mtime 2023-06-19.
+        // kit's zip_directory: files Deflated (directory entries are Stored), mode 0o755, mtime
+        // 2023-06-19.
         if !file.is_dir() {
             assert_eq!(
                 file.compression(),

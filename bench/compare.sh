@@ -5,9 +5,10 @@
 #   bench/compare.sh                  # from the repository root or anywhere
 #   RUNS=30 bench/compare.sh          # more runs per command (default 20; bigapp gets RUNS/2, at least 5)
 #
-# Environment: CARGO_TARGET_DIR (default <repo>/target), TOOLS_ROOT (where the pinned tools are installed, default
-# $CARGO_TARGET_DIR/bench-tools), RUNS. Downloads only from crates.io (cargo install) and the Debian archive (apt-get,
-# for hyperfine and GNU time when missing, as root). Results: $CARGO_TARGET_DIR/bench-compare/.
+# Environment: CARGO_TARGET_DIR (default <repo>/target); TOOLS_ROOT (where the pinned tools are installed, default
+# $CARGO_TARGET_DIR/bench-tools); RUNS; USE_HYPERFINE=0 to time with a plain loop instead of hyperfine.
+# Downloads only from crates.io (cargo install) and the Debian archive (apt-get, as root, for hyperfine and GNU time
+# when missing). Results: $CARGO_TARGET_DIR/bench-compare/results.md.
 set -euo pipefail
 
 # Pinned versions: wasm-tools of the same wasm-tools release family as the workspace's wit-component/wasm-compose
@@ -48,7 +49,8 @@ apt_install() { # <package>: installs from the Debian archive if we may
         apt-get install -y "$1" >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y "$1" >/dev/null 2>&1; } || true
     fi
 }
-command -v hyperfine >/dev/null || apt_install hyperfine
+[[ ${USE_HYPERFINE:-1} == 1 ]] && ! command -v hyperfine >/dev/null && apt_install hyperfine
+have_hyperfine() { [[ ${USE_HYPERFINE:-1} == 1 ]] && command -v hyperfine >/dev/null; }
 [[ -x /usr/bin/time ]] || apt_install time
 
 say "building kinode-link (release)"
@@ -76,9 +78,9 @@ ls -l "$IN" >&2
 
 # --- Sanity: every tool composes, and the results validate ----------------------------------------------------------
 for root in app bigapp; do
-    "$WASM_TOOLS" compose "$IN/$root.wasm" -d "$IN/mathlib-api.wasm" -o "$OUT/$root.wasm-tools.wasm" 2>/dev/null
-    "$WAC" plug "$IN/$root.wasm" --plug "$IN/mathlib-api.wasm" -o "$OUT/$root.wac.wasm"
-    "$KINODE_LINK" compose "$IN/$root.wasm" --dep "$IN/mathlib-api.wasm" -o "$OUT/$root.kinode-link.wasm"
+    "$WASM_TOOLS" compose "$IN/$root.wasm" -d "$IN/mathlib-api.wasm" -o "$OUT/$root.wasm-tools.wasm" >&2
+    "$WAC" plug "$IN/$root.wasm" --plug "$IN/mathlib-api.wasm" -o "$OUT/$root.wac.wasm" >&2
+    "$KINODE_LINK" compose "$IN/$root.wasm" --dep "$IN/mathlib-api.wasm" -o "$OUT/$root.kinode-link.wasm" >&2
     for tool in wasm-tools wac kinode-link; do
         "$WASM_TOOLS" validate "$OUT/$root.$tool.wasm"
     done
@@ -87,81 +89,87 @@ say "output sizes (bytes)"
 wc -c "$IN"/*.wasm "$OUT"/*.wasm-tools.wasm "$OUT"/*.wac.wasm "$OUT"/*.kinode-link.wasm | tee "$OUT/sizes.txt" >&2
 
 # --- Commands -----------------------------------------------------------------------------------------------------
-# The three tools, for <root>, writing to $OUT/out.wasm.
-commands() { # <root>
-    printf '%s\n' \
-        "$WASM_TOOLS compose $IN/$1.wasm -d $IN/mathlib-api.wasm -o $OUT/out.wasm" \
-        "$WAC plug $IN/$1.wasm --plug $IN/mathlib-api.wasm -o $OUT/out.wasm" \
+# NAMES[i] is the label of CMDS[i]; each command writes to $OUT/out.wasm or $OUT/linked.zip.
+setup() { # <root> <package zip>: the three composers on <root>.wasm + mathlib-api.wasm, then kinode-link link
+    NAMES=(
+        "wasm-tools compose"
+        "wac plug"
+        "kinode-link compose"
+        "kinode-link link (zip, deflate 1)"
+        "kinode-link link (zip, --stored)"
+    )
+    CMDS=(
+        "$WASM_TOOLS compose $IN/$1.wasm -d $IN/mathlib-api.wasm -o $OUT/out.wasm"
+        "$WAC plug $IN/$1.wasm --plug $IN/mathlib-api.wasm -o $OUT/out.wasm"
         "$KINODE_LINK compose $IN/$1.wasm --dep $IN/mathlib-api.wasm -o $OUT/out.wasm"
-}
-# The package-level link, for comparison with the component-level figures.
-link_command() { # <package zip>
-    printf '%s\n' "$KINODE_LINK link $1 --api $MATHLIB_API_ZIP -o $OUT/linked.zip"
+        "$KINODE_LINK link $2 --api $MATHLIB_API_ZIP -o $OUT/linked.zip"
+        "$KINODE_LINK link $2 --api $MATHLIB_API_ZIP --stored -o $OUT/linked.zip"
+    )
 }
 
 # --- Wall time ----------------------------------------------------------------------------------------------------
-time_all() { # <label> <runs> <command>...
-    local label=$1 runs=$2
-    shift 2
-    if command -v hyperfine >/dev/null; then
+time_all() { # <label> <runs>: times CMDS
+    local label=$1 runs=$2 i
+    if have_hyperfine; then
+        local args=()
+        for i in "${!CMDS[@]}"; do args+=(--command-name "${NAMES[$i]}" "${CMDS[$i]}"); done
         hyperfine --shell=none --warmup 3 --runs "$runs" --style basic \
-            --export-markdown "$OUT/time-$label.md" "$@" >&2
+            --export-markdown "$OUT/time-$label.md" "${args[@]}" >&2
         cat "$OUT/time-$label.md"
     else
         echo "| Command | Mean [ms] | Min [ms] | Max [ms] |"
         echo "|:---|---:|---:|---:|"
-        local command i start end ms all
-        for command in "$@"; do
-            $command >/dev/null 2>&1 # warm-up
+        local r start end all
+        for i in "${!CMDS[@]}"; do
+            ${CMDS[$i]} >/dev/null 2>&1 # warm-up
             all=()
-            for ((i = 0; i < runs; i++)); do
+            for ((r = 0; r < runs; r++)); do
                 start=$(date +%s%N)
-                $command >/dev/null 2>&1
+                ${CMDS[$i]} >/dev/null 2>&1
                 end=$(date +%s%N)
                 all+=($(( (end - start) / 1000 )))
             done
-            printf '%s\n' "${all[@]}" | sort -n | awk -v c="\`$command\`" \
+            printf '%s\n' "${all[@]}" | sort -n | awk -v c="\`${NAMES[$i]}\`" \
                 '{ v[NR] = $1; s += $1 } END { printf "| %s | %.1f | %.1f | %.1f |\n", c, s / NR / 1000, v[1] / 1000, v[NR] / 1000 }'
         done
     fi
 }
 
 # --- Peak RSS -----------------------------------------------------------------------------------------------------
-peak_rss() { # <label> <command>...: the median of 5 runs' "Maximum resident set size", in KiB
-    local label=$1 command i
-    shift
+peak_rss() { # the median of 5 runs' "Maximum resident set size" (GNU time), in KiB, for CMDS
+    local i r
     echo "| Command | Peak RSS [KiB], median of 5 |"
     echo "|:---|---:|"
-    for command in "$@"; do
-        for ((i = 0; i < 5; i++)); do
-            /usr/bin/time -v $command 2>&1 >/dev/null | awk -F': ' '/Maximum resident set size/ { print $2 }'
-        done | sort -n | sed -n 3p | awk -v c="\`$command\`" '{ printf "| %s | %d |\n", c, $1 }'
+    for i in "${!CMDS[@]}"; do
+        for ((r = 0; r < 5; r++)); do
+            /usr/bin/time -v ${CMDS[$i]} 2>&1 >/dev/null | awk -F': ' '/Maximum resident set size/ { print $2 }'
+        done | sort -n | sed -n 3p | awk -v c="\`${NAMES[$i]}\`" '{ printf "| %s | %d |\n", c, $1 }'
     done
 }
 
-mapfile -t APP < <(commands app)
-mapfile -t BIG < <(commands bigapp)
-APP+=("$(link_command "$APP_ZIP")")
-BIG+=("$(link_command "$BIGAPP_ZIP")")
 {
     echo "# bench/compare.sh results"
     echo
-    echo "wasm-tools $WASM_TOOLS_VERSION, wac-cli $WAC_VERSION, $("$KINODE_LINK" --version)$(command -v hyperfine >/dev/null && echo ", $(hyperfine --version)")"
+    echo "wasm-tools $WASM_TOOLS_VERSION, wac-cli $WAC_VERSION, $("$KINODE_LINK" --version)$(have_hyperfine && echo ", $(hyperfine --version)")"
     echo
-    echo "## app + mathlib-api: wall time"
+    for root in app bigapp; do
+        if [[ $root == app ]]; then zip=$APP_ZIP runs=$RUNS; else zip=$BIGAPP_ZIP runs=$BIG_RUNS; fi
+        setup "$root" "$zip"
+        echo "## $root + mathlib-api: wall time ($runs runs)"
+        echo
+        time_all "$root" "$runs"
+        echo
+        echo "## $root + mathlib-api: peak RSS"
+        echo
+        peak_rss
+        echo
+    done
+    echo "Commands:"
     echo
-    time_all app "$RUNS" "${APP[@]}"
-    echo
-    echo "## bigapp + mathlib-api: wall time"
-    echo
-    time_all bigapp "$BIG_RUNS" "${BIG[@]}"
-    echo
-    echo "## app + mathlib-api: peak RSS"
-    echo
-    peak_rss app "${APP[@]}"
-    echo
-    echo "## bigapp + mathlib-api: peak RSS"
-    echo
-    peak_rss bigapp "${BIG[@]}"
+    for root in app bigapp; do
+        if [[ $root == app ]]; then zip=$APP_ZIP; else zip=$BIGAPP_ZIP; fi
+        setup "$root" "$zip"
+        printf -- '- `%s`\n' "${CMDS[@]}"
+    done
 } | tee "$OUT/results.md"
 say "results in $OUT/results.md"

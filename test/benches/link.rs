@@ -2,17 +2,20 @@
 //!
 //! Scenarios:
 //!
-//! - `small`: the fixture package `app` (one process importing `mathlib`) against `mathlib`'s API zip;
-//! - `large`: the fixture `bigapp` (a process of several MB importing `mathlib`), with the linked zip deflated at
-//!   level 1 (the default) and stored, to show what compression costs;
+//! - `small`: the fixture package `app` (a process and a script, each importing `mathlib`) against `mathlib`'s API
+//!   zip;
+//! - `large`: the fixture `bigapp` (a process of several MB importing `mathlib`);
 //! - `nested10`: synthetic components made from WIT (dummy implementations): a root importing four of ten
 //!   libraries, in chains three deep, one library shared by the root and a chain.
 //!
-//! Each scenario is measured at the component level (`compose`) and the package level (`link`, which adds reading
-//! the zips, verifying and writing the linked zip). Before criterion runs, the binary re-runs itself once per
-//! scenario (a fresh process each) to report peak memory: the growth of the resident set (`VmHWM` after
-//! resetting it via `/proc/self/clear_refs`) during one call, inputs already loaded. Linux only; a counting global
-//! allocator would need `unsafe`, which the workspace forbids.
+//! Each scenario is measured at the component level (`compose`: the process component with the library
+//! components) and at the package level (`link`, which adds reading the zips, verifying and writing the linked zip,
+//! deflated at level 1, the default, or, for `small` and `large`, stored, to show what compression costs).
+//!
+//! Before criterion runs, the binary re-runs itself once per scenario (a fresh process each) to report peak memory:
+//! the growth of the resident set during one call, inputs already loaded (`VmHWM` after resetting it through
+//! `/proc/self/clear_refs`; Linux only). A counting global allocator would need `unsafe`, which the workspace
+//! forbids.
 //!
 //! `cargo bench -p linker-tests --bench link`; `LINKER_BENCH_NO_PEAK=1` skips the memory report.
 
@@ -183,6 +186,14 @@ fn scenarios(paths: &FixturePaths) -> Result<Vec<Scenario>> {
             options: Options::default(),
         },
         Scenario {
+            group: "small",
+            name: "link-stored",
+            call: Call::Link,
+            root: Owned::read("app:test.os.zip", &paths.app_package)?,
+            deps: vec![mathlib_api()?],
+            options: stored(),
+        },
+        Scenario {
             group: "large",
             name: "compose",
             call: Call::Compose,
@@ -270,7 +281,7 @@ fn interface_package(name: &str) -> String {
     variant event {{ created(item), deleted(u64), renamed(tuple<u64, string>) }}
     get: func(id: u64) -> option<item>;
     put: func(it: item) -> result<u64, string>;
-    list: func(offset: u32, limit: u32) -> list<item>;
+    page: func(offset: u32, limit: u32) -> list<item>;
     apply: func(events: list<event>) -> result<_, string>;
     sum: func(xs: list<u32>) -> u64;
   }}
@@ -430,7 +441,7 @@ fn bench(criterion: &mut Criterion, scenarios: &[Scenario]) {
         let mut group = criterion.benchmark_group(group_name);
         if group_name == "large" {
             group.sample_size(20);
-            group.measurement_time(Duration::from_secs(10));
+            group.measurement_time(Duration::from_secs(15));
         }
         for scenario in scenarios.iter().filter(|s| s.group == group_name) {
             group.throughput(Throughput::Bytes(scenario.input_len()));

@@ -199,11 +199,7 @@ impl Archive {
             .keys()
             .flat_map(|path| path.match_indices('/').map(move |(end, _)| &path[..end]))
             .collect();
-        let (method, level) = match compression {
-            Compression::Stored => (CompressionMethod::Stored, None),
-            Compression::Deflate { level } => (CompressionMethod::Deflated, Some(i64::from(level))),
-        };
-        let file_options = base.compression_method(method).compression_level(level);
+        let stored = base.compression_method(CompressionMethod::Stored);
         // Writing into memory cannot fail, and names were checked when the files were read
         // or created by the linker, so errors here are bugs, not user input.
         for directory in directories {
@@ -211,7 +207,13 @@ impl Archive {
                 .expect("in-memory zip directory entry");
         }
         for (path, contents) in &self.files {
-            zip.start_file(path.as_str(), file_options)
+            let options = match compression {
+                Compression::Deflate { level } if worth_deflating(contents, level) => base
+                    .compression_method(CompressionMethod::Deflated)
+                    .compression_level(Some(i64::from(level))),
+                _ => stored,
+            };
+            zip.start_file(path.as_str(), options)
                 .expect("in-memory zip file entry");
             zip.write_all(contents).expect("in-memory zip write");
         }
@@ -236,6 +238,37 @@ impl Default for Compression {
     fn default() -> Self {
         Compression::Deflate { level: 1 }
     }
+}
+
+/// Whether deflate at `level` shrinks `contents` by at least a tenth. Files under 256 KiB are
+/// always deflated (cheap either way); larger ones are judged on sixteen samples spread through
+/// them, so incompressible data (random blobs, compressed assets) is stored: deflating it costs
+/// most of the time of writing a large package and makes it bigger.
+fn worth_deflating(contents: &[u8], level: u8) -> bool {
+    const SAMPLES: usize = 16;
+    const SAMPLE: usize = 8 << 10;
+    if contents.len() < 256 << 10 {
+        return true;
+    }
+    let stride = (contents.len() - SAMPLE) / (SAMPLES - 1);
+    let (mut raw, mut packed) = (0, 0);
+    for index in 0..SAMPLES {
+        let sample = &contents[index * stride..index * stride + SAMPLE];
+        raw += sample.len();
+        packed += deflated_len(sample, level);
+    }
+    packed * 10 <= raw * 9
+}
+
+fn deflated_len(bytes: &[u8], level: u8) -> usize {
+    let mut encoder = flate2::write::DeflateEncoder::new(
+        std::io::sink(),
+        flate2::Compression::new(u32::from(level)),
+    );
+    // Writing into a sink cannot fail.
+    let _ = encoder.write_all(bytes);
+    let _ = encoder.try_finish();
+    usize::try_from(encoder.total_out()).unwrap_or(usize::MAX)
 }
 
 /// One central-directory record: what the archive declares before anything is inflated.
@@ -461,6 +494,47 @@ mod tests {
             .map(|record| String::from_utf8(record.name).unwrap())
             .collect();
         assert_eq!(names, ["a/", "a/b/", "a/b/c.txt", "z.txt"]);
+    }
+
+    /// The compression method each entry was written with, from the central directory.
+    fn methods(bytes: &[u8]) -> Vec<(String, u64)> {
+        let mut at = bytes
+            .windows(4)
+            .position(|w| w == CENTRAL_HEADER.to_le_bytes())
+            .unwrap();
+        let mut methods = Vec::new();
+        while u32_at(bytes, at) == Some(u64::from(CENTRAL_HEADER)) {
+            let name_len = u16_at(bytes, at + 28).unwrap() as usize;
+            let extra = u16_at(bytes, at + 30).unwrap() as usize;
+            let comment = u16_at(bytes, at + 32).unwrap() as usize;
+            let name = String::from_utf8_lossy(&bytes[at + 46..at + 46 + name_len]).into_owned();
+            methods.push((name, u16_at(bytes, at + 10).unwrap()));
+            at += 46 + name_len + extra + comment;
+        }
+        methods
+    }
+
+    #[test]
+    fn incompressible_files_are_stored() {
+        // A deterministic pseudo-random (xorshift) blob does not deflate; text does.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let noise: Vec<u8> = (0..400_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let text = "fn main() { println!(\"hello\"); }\n".repeat(10_000);
+        let bytes = archive(&[("noise.bin", &noise), ("text.rs", text.as_bytes())])
+            .write(Compression::default());
+        assert_eq!(
+            methods(&bytes),
+            [("noise.bin".to_owned(), 0), ("text.rs".to_owned(), 8)]
+        );
+        let read = Archive::read("test.zip", &bytes, &Limits::default()).unwrap();
+        assert_eq!(read.files["noise.bin"], noise);
     }
 
     #[test]

@@ -547,3 +547,24 @@ fn every_problem_of_every_component_is_reported_at_once() {
         .collect();
     assert_eq!(components, ["app.wasm", "other.wasm"]);
 }
+
+#[test]
+fn an_archive_with_two_central_directories_is_refused() {
+    // The real end record's comment hides a second, fake end record claiming no entries: the
+    // checks and the reader must not be shown different directories.
+    let mut bytes = zip(&[("manifest.json", b"[]"), ("../evil.wasm", b"x")]).unwrap();
+    // Its own comment length points past the end, which the zip reader rejects and a naive
+    // backwards scan does not.
+    let mut fake = vec![0x50, 0x4b, 0x05, 0x06];
+    fake.extend_from_slice(&[0; 16]);
+    fake.extend_from_slice(&100u16.to_le_bytes());
+    let comment_len = u16::try_from(fake.len()).unwrap();
+    let end = bytes.len();
+    bytes[end - 2..].copy_from_slice(&comment_len.to_le_bytes());
+    bytes.extend_from_slice(&fake);
+    let error = link(&bytes, &[]).unwrap_err();
+    assert!(
+        matches!(&error, LinkError::Archive(ArchiveError::NotAZip { reason, .. }) if reason.contains("two different central directories")),
+        "{error:?}"
+    );
+}

@@ -146,17 +146,26 @@ impl Archive {
         })?;
         check_directory(&archive, &directory, limits)?;
 
+        let not_a_zip = |reason: String| ArchiveError::NotAZip {
+            archive: archive.clone(),
+            reason,
+        };
         let mut zip =
-            ZipArchive::new(Cursor::new(bytes)).map_err(|error| ArchiveError::NotAZip {
-                archive: archive.clone(),
-                reason: error.to_string(),
-            })?;
+            ZipArchive::new(Cursor::new(bytes)).map_err(|error| not_a_zip(error.to_string()))?;
+        // The reader finds the central directory on its own: it must be the one checked above,
+        // or a crafted archive could show the checks one directory and the reader another.
+        let two_directories = || not_a_zip("it has two different central directories".into());
+        if zip.len() != directory.len() {
+            return Err(two_directories());
+        }
         let mut files = BTreeMap::new();
-        for index in 0..zip.len() {
-            let mut file = zip.by_index(index).map_err(|error| ArchiveError::NotAZip {
-                archive: archive.clone(),
-                reason: error.to_string(),
-            })?;
+        for (index, record) in directory.iter().enumerate() {
+            let mut file = zip
+                .by_index(index)
+                .map_err(|error| not_a_zip(error.to_string()))?;
+            if file.name_raw() != record.name.as_slice() || file.size() != record.uncompressed {
+                return Err(two_directories());
+            }
             let entry = String::from_utf8_lossy(file.name_raw()).into_owned();
             if file.is_dir() {
                 continue;

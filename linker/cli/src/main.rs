@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use linker_core::{Compression, Input, Options, Outcome, World};
+use linker_core::{Compression, Input, Options, World};
 
 #[derive(Parser)]
 #[command(
@@ -226,7 +226,7 @@ fn run(command: Command) -> Result<String, String> {
                 let unresolved = component
                     .imports
                     .iter()
-                    .filter(|import| !matches!(import.outcome, Outcome::Linked { .. }))
+                    .filter(|import| !import.is_linked())
                     .count();
                 let count = component.imports.len();
                 let noun = if count == 1 {

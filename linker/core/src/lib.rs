@@ -254,6 +254,63 @@ pub fn compose(
     })
 }
 
+/// One library component of an API archive.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Library {
+    /// Its path in the archive.
+    pub path: String,
+    /// What it exports, full names with versions, e.g. `kinode:process/mathlib@1.0.0`.
+    pub exports: Vec<String>,
+    /// What it imports besides what the runtime provides (its own library dependencies).
+    pub imports: Vec<String>,
+}
+
+/// What an API archive offers, from [`describe_api`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApiDescription {
+    /// The archive, by name and hash.
+    pub api: Digest,
+    /// Its library components, in path order.
+    pub libraries: Vec<Library>,
+    /// Its WIT files, in path order.
+    pub wit: Vec<String>,
+}
+
+/// Lists the libraries of an API archive with what each exports and imports, and its WIT files.
+pub fn describe_api(api: Input<'_>, options: &Options) -> Result<ApiDescription, LinkError> {
+    let archive = Archive::read(api.name, api.bytes, &options.limits)?;
+    let mut types = Types::default();
+    let mut providers = Vec::new();
+    decode_api(&archive, &mut types, &mut providers)?;
+    let libraries = providers
+        .iter()
+        .map(|unit| Library {
+            path: unit.origin.path.clone(),
+            exports: unit
+                .exports(&types)
+                .map(|(name, _)| name.to_owned())
+                .collect(),
+            imports: unit
+                .imports(&types)
+                .map(|(name, _)| name)
+                .filter(|name| !options.world.is_host_import(name))
+                .map(str::to_owned)
+                .collect(),
+        })
+        .collect();
+    let wit = archive
+        .files
+        .keys()
+        .filter(|path| path.ends_with(".wit"))
+        .cloned()
+        .collect();
+    Ok(ApiDescription {
+        api: digest(&api),
+        libraries,
+        wit,
+    })
+}
+
 /// Everything read and decoded for one package link.
 struct Session {
     files: PackageFiles,

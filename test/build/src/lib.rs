@@ -50,6 +50,9 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
 pub mod expect;
+mod node_package;
+
+pub use node_package::{linker_package, LinkerPackage, LINKER_PACKAGE};
 
 /// The publisher of every fixture package.
 pub const PUBLISHER: &str = "test.os";

@@ -1,0 +1,60 @@
+//! Who may ask: only processes on this node, and for `install` only those that attach the
+//! linker's messaging capability (which the kernel checks they hold before delivering it). A VFS
+//! path is read for a sender only if it could read it itself.
+
+use kinode_process_lib::{Address, Message};
+
+use crate::api::LinkerError;
+
+/// Refuses a sender from another node, and an install without the linker's capability.
+pub fn check(our: &Address, message: &Message, install: bool) -> Result<(), LinkerError> {
+    let source = message.source();
+    if source.node() != our.node() {
+        return Err(LinkerError::RemoteSender(source.to_string()));
+    }
+    if install && !holds_messaging(our, message) {
+        return Err(LinkerError::NotAuthorised(format!(
+            "{source} may not install packages: attach the linker's messaging capability"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the message carries `{issuer: our, params: "messaging"}`; params compare as JSON.
+fn holds_messaging(our: &Address, message: &Message) -> bool {
+    message.capabilities().iter().any(|cap| {
+        cap.issuer() == our
+            && cap
+                .params_json()
+                .is_ok_and(|params| params == serde_json::json!("messaging"))
+    })
+}
+
+/// Whether the sender may have the linker read `path` for it: a path in the sender's own
+/// package, or one it attached a VFS read (or root) capability for. The linker holds the VFS root
+/// capability, so without this check any local process could read any drive through it.
+pub fn may_read(our: &Address, message: &Message, path: &str) -> Result<(), LinkerError> {
+    let source = message.source();
+    let mut parts = path.trim_start_matches('/').split('/');
+    let (package, drive) = (parts.next().unwrap_or_default(), parts.next());
+    if package == source.package_id().to_string() {
+        return Ok(());
+    }
+    let vfs = Address::new(our.node(), ("vfs", "distro", "sys"));
+    let drive_path = format!("/{package}/{}", drive.unwrap_or_default());
+    let allowed = message.capabilities().iter().any(|cap| {
+        cap.issuer() == &vfs
+            && cap.params_json().is_ok_and(|params| {
+                params == serde_json::json!({ "root": true })
+                    || params == serde_json::json!({ "kind": "read", "drive": drive_path })
+            })
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(LinkerError::NotAuthorised(format!(
+            "{source} may not have the linker read `{path}`: attach a VFS read capability for \
+             `{drive_path}`"
+        )))
+    }
+}

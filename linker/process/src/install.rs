@@ -1,0 +1,389 @@
+//! Installing a linked package as the app store does (KINODE.md 4.2), staged and undoable.
+//!
+//! Everything that can be checked is checked before anything changes: the package linked and
+//! verified, its manifest parses, every process name is Kimap-safe and every process's wasm is in
+//! the linked zip. Then the files of the installed version (if any) are read into a backup (kept in
+//! the linker's drive until the install ends), and the new version is applied: its processes
+//! killed, `/{pkg}/pkg` replaced by the linked files (`CreateDrive`, `RemoveDirAll`, `AddZip`), the
+//! uploaded zip written to `/{pkg}/pkg/{pkg}.zip`, `api.zip` extracted to `/{pkg}/pkg/api`, then
+//! every process initialised with its linked bytes at its `wasm_bytes_handle`, granted its
+//! capabilities, and run. If any step fails, the new processes are killed, `/{pkg}/pkg` is
+//! removed, and the backup is applied the same way, restarting the previous processes.
+//!
+//! Differences from the app store, on purpose: processes of the old version that the new manifest
+//! drops are killed too (the app store leaves them running with stale code), and the wasm bytes go
+//! to the kernel directly as the blob rather than through a VFS read with `inherit`.
+
+use std::collections::BTreeMap;
+
+use kinode_process_lib::kernel_types::{
+    Capability, KernelCommand, KernelResponse, OnExit, PackageManifestEntry,
+};
+use kinode_process_lib::vfs::{FileType, VfsAction};
+use kinode_process_lib::{Address, ProcessId};
+use linker_core::archive::{Archive, Compression};
+
+use crate::api::{self, InstallFailure, LinkerError, PreviousVersion, StepFailure};
+use crate::node;
+use crate::store::{self, sha256_hex};
+
+/// One version of a package, ready to be applied to `/{pkg}/pkg`.
+struct Version {
+    /// The zip unpacked into `/{pkg}/pkg`.
+    zip: Vec<u8>,
+    /// Files written after it: the uploaded zip at `{pkg}.zip` for a new version.
+    writes: Vec<(String, Vec<u8>)>,
+    /// The `api.zip` to extract into `/{pkg}/pkg/api`, if the zip does not hold `api/` already.
+    api: Option<Vec<u8>>,
+    /// The processes to start, with their wasm bytes.
+    processes: Vec<(PackageManifestEntry, Vec<u8>)>,
+    wit_version: Option<u32>,
+    /// The version hash, as reports name it.
+    hash: String,
+}
+
+/// A linked package to install.
+pub struct Upload<'a> {
+    /// `name:publisher`.
+    pub package: &'a str,
+    /// The zip as uploaded (the app store's version hash is its SHA-256).
+    pub original: &'a [u8],
+    /// The linked zip.
+    pub linked: &'a [u8],
+    pub wit_version: Option<u32>,
+}
+
+/// What an install did.
+pub struct Installed {
+    /// The processes started.
+    pub processes: Vec<String>,
+    /// The version hash replaced, if a version was installed before.
+    pub replaced: Option<String>,
+}
+
+/// Installs `upload`, or leaves the node as it was and says what became of the previous version.
+pub fn install(our: &Address, upload: &Upload<'_>) -> Result<Installed, LinkerError> {
+    let package = upload.package;
+    let limits = linker_core::Limits::default();
+    let files = Archive::read(package, upload.linked, &limits)
+        .map_err(|e| LinkerError::from(&linker_core::LinkError::from(e)))?
+        .files;
+    let new = Version {
+        processes: processes(package, &files)?,
+        zip: upload.linked.to_vec(),
+        writes: vec![(format!("{package}.zip"), upload.original.to_vec())],
+        api: files.get("api.zip").cloned(),
+        wit_version: upload.wit_version,
+        hash: sha256_hex(upload.original),
+    };
+
+    let previous = snapshot(package).map_err(LinkerError::Unreadable)?;
+    if let Some(previous) = &previous {
+        store::save_backup(package, &previous.zip).map_err(LinkerError::Unreadable)?;
+    }
+    let old_ids: Vec<String> = previous
+        .iter()
+        .flat_map(|p| p.processes.iter())
+        .chain(new.processes.iter())
+        .map(|(entry, _)| process_id(&entry.process_name, package))
+        .collect();
+    for id in &old_ids {
+        kill(our, id);
+    }
+    let result = apply(our, package, &new);
+    let outcome = match result {
+        Ok(started) => Ok(Installed {
+            processes: started,
+            replaced: previous.as_ref().map(|p| p.hash.clone()),
+        }),
+        Err((failed, initialised)) => {
+            for id in &initialised {
+                kill(our, id);
+            }
+            let previous = restore(our, package, previous.as_ref());
+            Err(LinkerError::InstallFailed(InstallFailure {
+                failed,
+                previous,
+            }))
+        }
+    };
+    store::drop_backup(package);
+    outcome
+}
+
+/// Puts the previous version back, or removes what the failed install wrote.
+fn restore(our: &Address, package: &str, previous: Option<&Version>) -> PreviousVersion {
+    match previous {
+        None => match node::expect_ok(&format!("/{package}/pkg"), VfsAction::RemoveDirAll, None) {
+            Ok(()) => PreviousVersion::None,
+            Err(failure) => PreviousVersion::RestoreFailed(failure),
+        },
+        Some(version) => match apply(our, package, version) {
+            Ok(_) => PreviousVersion::Restored(version.hash.clone()),
+            Err((failure, _)) => PreviousVersion::RestoreFailed(failure),
+        },
+    }
+}
+
+/// Writes a version's files and starts its processes. On failure, returns the failed step and the
+/// processes initialised so far.
+fn apply(
+    our: &Address,
+    package: &str,
+    version: &Version,
+) -> Result<Vec<String>, (StepFailure, Vec<String>)> {
+    let drive = format!("/{package}/pkg");
+    let files = || -> Result<(), StepFailure> {
+        node::expect_ok(&drive, VfsAction::CreateDrive, None)?;
+        node::expect_ok(&drive, VfsAction::RemoveDirAll, None)?;
+        node::expect_ok(&drive, VfsAction::AddZip, Some(version.zip.clone()))?;
+        for (path, bytes) in &version.writes {
+            node::write(&format!("{drive}/{path}"), bytes.clone())?;
+        }
+        if let Some(api) = &version.api {
+            node::expect_ok(
+                &format!("{drive}/api"),
+                VfsAction::AddZip,
+                Some(api.clone()),
+            )?;
+        }
+        Ok(())
+    };
+    files().map_err(|failure| (failure, Vec::new()))?;
+
+    let mut initialised = Vec::new();
+    for (entry, wasm) in &version.processes {
+        let id = process_id(&entry.process_name, package);
+        let result = initialise(our, package, &id, entry, wasm, version.wit_version);
+        if let Err(failure) = result {
+            return Err((failure, initialised));
+        }
+        initialised.push(id);
+    }
+    for (entry, _) in &version.processes {
+        let id = process_id(&entry.process_name, package);
+        let issuer = Address::new(our.node(), parse_id(&id));
+        for (target, params) in grants(&entry.grant_capabilities) {
+            let command = KernelCommand::GrantCapabilities {
+                target,
+                capabilities: vec![Capability {
+                    issuer: issuer.clone(),
+                    params,
+                }],
+            };
+            node::kernel(our, &command, None, false).map_err(|f| (f, initialised.clone()))?;
+        }
+        let run = KernelCommand::RunProcess(parse_id(&id));
+        match node::kernel(our, &run, None, true) {
+            Ok(Some(KernelResponse::StartedProcess)) => {}
+            Ok(other) => {
+                let failure = StepFailure {
+                    step: format!("RunProcess {id}"),
+                    reason: format!("the kernel answered {other:?}"),
+                };
+                return Err((failure, initialised));
+            }
+            Err(failure) => return Err((failure, initialised)),
+        }
+    }
+    Ok(initialised)
+}
+
+/// `InitializeProcess` with the linked bytes, then the process's capabilities.
+fn initialise(
+    our: &Address,
+    package: &str,
+    id: &str,
+    entry: &PackageManifestEntry,
+    wasm: &[u8],
+    wit_version: Option<u32>,
+) -> Result<(), StepFailure> {
+    let path = entry.process_wasm_path.trim_start_matches('/');
+    let command = KernelCommand::InitializeProcess {
+        id: parse_id(id),
+        wasm_bytes_handle: format!("/{package}/pkg/{path}"),
+        wit_version,
+        on_exit: clone_on_exit(&entry.on_exit),
+        initial_capabilities: Default::default(),
+        public: entry.public,
+    };
+    match node::kernel(our, &command, Some(wasm.to_vec()), true)? {
+        Some(KernelResponse::InitializedProcess) => {}
+        other => {
+            return Err(StepFailure {
+                step: format!("InitializeProcess {id}"),
+                reason: format!("the kernel answered {other:?}"),
+            })
+        }
+    }
+    let mut capabilities = requested(our.node(), &entry.request_capabilities);
+    if entry.request_networking {
+        capabilities.push(Capability {
+            issuer: Address::new(our.node(), parse_id("kernel:distro:sys")),
+            params: "\"network\"".to_owned(),
+        });
+    }
+    for kind in ["read", "write"] {
+        capabilities.push(Capability {
+            issuer: Address::new(our.node(), parse_id("vfs:distro:sys")),
+            params: serde_json::json!({ "kind": kind, "drive": format!("/{package}/pkg") })
+                .to_string(),
+        });
+    }
+    let grant = KernelCommand::GrantCapabilities {
+        target: parse_id(id),
+        capabilities,
+    };
+    node::kernel(our, &grant, None, false).map(|_| ())
+}
+
+fn kill(our: &Address, id: &str) {
+    let _ = node::kernel(our, &KernelCommand::KillProcess(parse_id(id)), None, false);
+}
+
+/// `OnExit` is not `Clone` in process_lib 1.0.1; its serde form round-trips.
+fn clone_on_exit(on_exit: &OnExit) -> OnExit {
+    serde_json::to_value(on_exit)
+        .ok()
+        .and_then(|value| serde_json::from_value(value).ok())
+        .unwrap_or(OnExit::None)
+}
+
+fn process_id(process: &str, package: &str) -> String {
+    format!("{process}:{package}")
+}
+
+/// Parses a process id this module formatted from checked parts.
+fn parse_id(id: &str) -> ProcessId {
+    id.parse()
+        .unwrap_or_else(|_| ProcessId::new(Some(id), "invalid", "invalid"))
+}
+
+/// Capabilities in manifest form (KINODE.md 1.4): `"proc:pkg:pub"` is messaging, an object is
+/// `{process, params}`; entries that name no valid process are skipped, as the app store does.
+fn requested(node: &str, values: &[serde_json::Value]) -> Vec<Capability> {
+    values
+        .iter()
+        .filter_map(|value| {
+            let (process, params) = cap_parts(value)?;
+            Some(Capability {
+                issuer: Address::new(node, process),
+                params,
+            })
+        })
+        .collect()
+}
+
+/// `grant_capabilities` entries: the process to grant to, and the params.
+fn grants(values: &[serde_json::Value]) -> Vec<(ProcessId, String)> {
+    values.iter().filter_map(cap_parts).collect()
+}
+
+fn cap_parts(value: &serde_json::Value) -> Option<(ProcessId, String)> {
+    match value {
+        serde_json::Value::String(process) => {
+            Some((process.parse().ok()?, "\"messaging\"".to_owned()))
+        }
+        serde_json::Value::Object(map) => {
+            let process = map.get("process")?.as_str()?.parse().ok()?;
+            Some((process, map.get("params")?.to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// The manifest's processes with their wasm, checked before anything changes.
+fn processes(
+    package: &str,
+    files: &BTreeMap<String, Vec<u8>>,
+) -> Result<Vec<(PackageManifestEntry, Vec<u8>)>, LinkerError> {
+    let invalid = |message: String| {
+        LinkerError::Package(api::Problem {
+            kind: "invalid-manifest".to_owned(),
+            subject: package.to_owned(),
+            message,
+        })
+    };
+    let manifest = files
+        .get("manifest.json")
+        .ok_or_else(|| invalid(format!("`{package}` has no manifest.json")))?;
+    let entries: Vec<PackageManifestEntry> = serde_json::from_slice(manifest)
+        .map_err(|e| invalid(format!("`{package}`: manifest.json is invalid: {e}")))?;
+    entries
+        .into_iter()
+        .map(|entry| {
+            if !kimap_safe(&entry.process_name) {
+                return Err(invalid(format!(
+                    "`{package}`: process name `{}` may hold only a-z, 0-9 and -",
+                    entry.process_name
+                )));
+            }
+            let path = entry.process_wasm_path.trim_start_matches('/');
+            let wasm = files.get(path).cloned().ok_or_else(|| {
+                invalid(format!(
+                    "`{package}`: manifest.json names `{path}`, which is not in the package"
+                ))
+            })?;
+            Ok((entry, wasm))
+        })
+        .collect()
+}
+
+fn kimap_safe(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// The installed version of a package, read from `/{pkg}/pkg`, if there is one.
+fn snapshot(package: &str) -> Result<Option<Version>, StepFailure> {
+    let drive = format!("/{package}/pkg");
+    if node::metadata(&drive)? != Some(FileType::Directory) {
+        return Ok(None);
+    }
+    let mut files = BTreeMap::new();
+    read_tree(&drive, "", &mut files)?;
+    if !files.contains_key("manifest.json") {
+        return Ok(None);
+    }
+    let hash = files
+        .get(&format!("{package}.zip"))
+        .map_or_else(|| "unknown".to_owned(), |zip| sha256_hex(zip));
+    let wit_version = store::record(package)?.and_then(|record| record.wit_version);
+    let processes = processes(package, &files).map_err(|error| StepFailure {
+        step: format!("Read {drive}/manifest.json"),
+        reason: format!("{error:?}"),
+    })?;
+    Ok(Some(Version {
+        zip: Archive {
+            name: package.to_owned(),
+            files,
+        }
+        .write(Compression::Stored),
+        writes: Vec::new(),
+        api: None,
+        processes,
+        wit_version,
+        hash,
+    }))
+}
+
+fn read_tree(
+    dir: &str,
+    prefix: &str,
+    files: &mut BTreeMap<String, Vec<u8>>,
+) -> Result<(), StepFailure> {
+    for (name, file_type) in node::read_dir(dir)? {
+        let path = format!("{dir}/{name}");
+        let relative = format!("{prefix}{name}");
+        match file_type {
+            FileType::Directory => read_tree(&path, &format!("{relative}/"), files)?,
+            FileType::File => {
+                files.insert(relative, node::read(&path)?);
+            }
+            FileType::Symlink | FileType::Other => {}
+        }
+    }
+    Ok(())
+}

@@ -12,6 +12,27 @@ pub fn fingerprint(input: &str) -> String {
     format!("mathlib({input})={:016x}", fnv1a_64(input.as_bytes()))
 }
 
+/// `mathlib::fingerprint(input)` of mathlib 0.2.0 (fixture `mathlib.v2`).
+pub fn fingerprint_v2(input: &str) -> String {
+    format!("mathlib-v2({input})={:016x}", fnv1a_64(input.as_bytes()))
+}
+
+/// What process `app` 0.2.0 (fixture `app.v2`) prints at init, linked with mathlib 0.1.0 or, with
+/// `v2`, 0.2.0.
+pub fn app_v2(mathlib_v2: bool) -> String {
+    let fingerprint = if mathlib_v2 {
+        fingerprint_v2("app")
+    } else {
+        fingerprint("app")
+    };
+    format!("app v2: add(2,3)=5 fingerprint={fingerprint}")
+}
+
+/// What process `app` 0.1.0 prints at init when linked with mathlib 0.2.0.
+pub fn app_with_mathlib_v2() -> String {
+    format!("app: add(40,2)=42 fingerprint={}", fingerprint_v2("app"))
+}
+
 /// `textlib::label(s)` when mathlib's `next-id` returns `id` and the caller's address is `our`: `<S
 /// uppercased>#<id> <fingerprint(s)> by <our>`.
 pub fn label(s: &str, id: u64, our: &str) -> String {

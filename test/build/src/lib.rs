@@ -106,9 +106,10 @@ impl Fixtures {
         &self.names
     }
 
-    /// The package id of a fixture: `<name>:test.os`.
+    /// The package id of a fixture: `<name>:test.os`, and for a later version `<name>.v<N>`
+    /// also `<name>:test.os`.
     pub fn id(&self, name: &str) -> String {
-        package_id(name)
+        format!("{}:{PUBLISHER}", package_name(name))
     }
 
     /// The unlinked package zip: `<out>/packages/<name>:test.os.zip` (the contents of `pkg/`).
@@ -164,9 +165,15 @@ impl Fixtures {
     }
 }
 
-/// `<name>:test.os`.
+/// `<name>:test.os`: the stem of a fixture's output files (`<name>` may be a later version's
+/// `<package>.v<N>`).
 fn package_id(name: &str) -> String {
     format!("{name}:{PUBLISHER}")
+}
+
+/// The package name of a fixture: its directory name, without the `.v<N>` of a later version.
+fn package_name(name: &str) -> &str {
+    name.split_once(".v").map_or(name, |(base, _)| base)
 }
 
 /// The repository root (found from this crate's manifest directory, `<repo>/test/build`).
@@ -469,10 +476,11 @@ fn load_packages(crates: &[Crate]) -> Result<BTreeMap<String, Package>> {
         let parsed: Erc721Metadata = serde_json::from_slice(&metadata)
             .with_context(|| format!("{} is not an Erc721Metadata", metadata_path.display()))?;
         let properties = parsed.properties;
-        if properties.package_name != name || properties.publisher != PUBLISHER {
+        if properties.package_name != package_name(&name) || properties.publisher != PUBLISHER {
             bail!(
-                "{}: package id must be {name}:{PUBLISHER}",
-                metadata_path.display()
+                "{}: package id must be {}:{PUBLISHER}",
+                metadata_path.display(),
+                package_name(&name)
             );
         }
         if properties.wit_version != Some(1) || properties.current_version.is_empty() {

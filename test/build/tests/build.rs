@@ -169,7 +169,18 @@ fn builds_every_fixture() {
     let fixtures = linker_fixtures::build().unwrap();
     assert_eq!(
         fixtures.names(),
-        ["app", "badmath", "bigapp", "chain", "duo", "mathlib", "selfish", "textlib"]
+        [
+            "app",
+            "app.v2",
+            "badmath",
+            "bigapp",
+            "chain",
+            "duo",
+            "mathlib",
+            "mathlib.v2",
+            "selfish",
+            "textlib"
+        ]
     );
     for path in fixtures.outputs() {
         assert!(path.is_file(), "{}", path.display());

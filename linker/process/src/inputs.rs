@@ -162,12 +162,110 @@ pub fn gather(
             bytes,
         });
     }
+    add_nested(&mut apis)?;
     Ok(Inputs {
         package,
         package_id,
         metadata,
         apis,
     })
+}
+
+/// The interface of a full import or export name: `kinode:process/mathlib@1.0.0` ->
+/// `kinode:process/mathlib`. Versions are left to the resolver.
+fn interface(name: &str) -> &str {
+    name.split_once('@')
+        .map_or(name, |(interface, _)| interface)
+}
+
+/// Adds the APIs on the node that the given APIs' libraries need and none of them provides:
+/// nested dependencies, to any depth. Only libraries' imports are looked up this way; the
+/// package's own imports must come from its dependencies or the request.
+fn add_nested(apis: &mut Vec<Named>) -> Result<(), LinkerError> {
+    let describe = |api: &Named| {
+        linker_core::describe_api(
+            linker_core::Input {
+                name: &api.name,
+                bytes: &api.bytes,
+            },
+            &linker_core::Options::default(),
+        )
+        .map_err(|e| LinkerError::from(&e))
+    };
+    let mut descriptions = apis.iter().map(describe).collect::<Result<Vec<_>, _>>()?;
+    let mut candidates: Option<Vec<(Named, linker_core::ApiDescription)>> = None;
+    loop {
+        let exported: Vec<&str> = descriptions
+            .iter()
+            .flat_map(|d| d.libraries.iter().flat_map(|l| l.exports.iter()))
+            .map(|name| interface(name))
+            .collect();
+        let needed: Vec<String> = descriptions
+            .iter()
+            .flat_map(|d| d.libraries.iter().flat_map(|l| l.imports.iter()))
+            .map(|name| interface(name).to_owned())
+            .filter(|name| !exported.contains(&name.as_str()))
+            .collect();
+        if needed.is_empty() {
+            return Ok(());
+        }
+        let pool = match &mut candidates {
+            Some(pool) => pool,
+            None => candidates.insert(node_apis(apis, &describe)?),
+        };
+        let mut added = false;
+        let mut index = 0;
+        while index < pool.len() {
+            let provides = pool[index].1.libraries.iter().any(|library| {
+                library
+                    .exports
+                    .iter()
+                    .any(|name| needed.iter().any(|n| n == interface(name)))
+            });
+            if provides {
+                let (api, description) = pool.remove(index);
+                apis.push(api);
+                descriptions.push(description);
+                added = true;
+            } else {
+                index += 1;
+            }
+        }
+        if !added {
+            return Ok(());
+        }
+    }
+}
+
+/// Every API on the node not among `apis`, described: installed packages' first, then the
+/// mirror's.
+fn node_apis(
+    apis: &[Named],
+    describe: &dyn Fn(&Named) -> Result<linker_core::ApiDescription, LinkerError>,
+) -> Result<Vec<(Named, linker_core::ApiDescription)>, LinkerError> {
+    let mut names: Vec<String> = node::read_dir("/")
+        .map_err(LinkerError::Unreadable)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.contains(':'))
+        .collect();
+    names.extend(store::mirrored_names().map_err(LinkerError::Unreadable)?);
+    let mut pool = Vec::new();
+    for name in names {
+        if apis.iter().any(|api| api.name == name)
+            || pool.iter().any(|(a, _): &(Named, _)| a.name == name)
+        {
+            continue;
+        }
+        if let Some(bytes) = node_api(&name)? {
+            let api = Named { name, bytes };
+            // An API that cannot be read is not a candidate; it fails only where it is named.
+            if let Ok(description) = describe(&api) {
+                pool.push((api, description));
+            }
+        }
+    }
+    Ok(pool)
 }
 
 /// The API zip of a package on this node: installed (`/{pkg}/pkg/api.zip`), else mirrored.

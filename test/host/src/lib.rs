@@ -28,6 +28,7 @@ pub mod bindings;
 pub mod process;
 pub mod runtime;
 pub mod standard;
+pub mod vfs;
 pub mod wasi_command;
 
 pub use process::{parse_address, Print};

@@ -169,7 +169,10 @@ fn builds_every_fixture() {
     let fixtures = linker_fixtures::build().unwrap();
     assert_eq!(
         fixtures.names(),
-        ["app", "badmath", "bigapp", "chain", "duo", "mathlib", "selfish", "textlib"]
+        [
+            "app", "badmath", "bigapp", "chain", "duo", "echo", "mathlib", "probe", "selfish",
+            "textlib"
+        ]
     );
     for path in fixtures.outputs() {
         assert!(path.is_file(), "{}", path.display());

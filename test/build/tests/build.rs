@@ -176,8 +176,10 @@ fn builds_every_fixture() {
             "bigapp",
             "chain",
             "duo",
+            "echo",
             "mathlib",
             "mathlib.v2",
+            "probe",
             "selfish",
             "textlib"
         ]

@@ -7,10 +7,15 @@
 //! one preopened temporary directory named by `TEMP_DIR`, and `init(our)` called with
 //! `node@process:package:publisher`.
 //!
-//! What runs today: a process's `init` ([`Host::run_init`]); the standard host keeps terminal
-//! prints, state and on-exit in memory. Messaging, spawning and capability changes trap with "test
-//! host: `<fn>` is not supported yet". The layout leaves room for routing: [`process`] holds a
-//! process's state, [`standard`] serves its imports, [`runtime`] owns the engine and linker.
+//! [`Node`] is a node in miniature that tests drive synchronously: processes run as tasks,
+//! messages are routed with the runtime's capability checks ([`kernel`]), the kernel commands and
+//! the VFS ([`vfs`]) answer with the runtime's wire formats, and test-controlled [`Mailbox`]es
+//! send and receive. [`Host::run_init`] runs one process's `init` on a node of its own.
+//!
+//! Modules: [`node`] (the synchronous API, bootstrap, reboot), [`kernel`] (process map, routing,
+//! kernel commands, capabilities oracle), [`process`] (a process's messaging and task),
+//! [`standard`] (the standard host), [`mailbox`], [`caps`], [`vfs`], [`runtime`] (engine, linker,
+//! [`Host`]).
 //!
 //! Separately, [`wasi_command`] runs core wasm32-wasip1 command modules (e.g. the `kinode-link` CLI
 //! built for WASI).
@@ -25,11 +30,22 @@
 //! ```
 
 pub mod bindings;
+pub mod caps;
+pub mod kernel;
+pub mod mailbox;
+pub mod node;
 pub mod process;
 pub mod runtime;
 pub mod standard;
+pub mod vfs;
 pub mod wasi_command;
 
-pub use process::{parse_address, Print};
+pub use bindings::kinode::process::standard::{
+    Address, Capability, LazyLoadBlob, OnExit, ProcessId, Request, SendErrorKind,
+};
+pub use kernel::{Fault, ProcessStatus};
+pub use mailbox::{Incoming, IncomingKind, Mailbox, Reply};
+pub use node::{Node, ProcessInfo};
+pub use process::{format_address, parse_address, Print};
 pub use runtime::{Host, ProcessRun, RunError};
 pub use wasi_command::{run_wasi_command, CommandOutput, CommandStatus, Invocation, WasiCommand};

@@ -8,18 +8,22 @@
 //! runs, and drives them on a current-thread tokio runtime so that tests can stay synchronous.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context as _;
 use tempfile::TempDir;
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, Trap, WasmBacktrace, WasmBacktraceDetails};
-use wasmtime_wasi::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{DirPerms, FilePerms, WasiCtxBuilder};
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, Trap, WasmBacktrace, WasmBacktraceDetails};
 
 use crate::bindings::kinode::process::standard::OnExit;
 use crate::bindings::ProcessV1;
-use crate::process::{parse_address, Print, ProcessState, ProcessWasiV1};
+use crate::caps;
+use crate::kernel::{Kernel, PersistedProcess, ProcessStatus};
+use crate::process::{parse_address, Print, ProcessWasiV1};
+
+/// How long [`Host::run_init`] waits for `init` to return.
+const INIT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Capacity of a process's stderr pipe; the runtime's `STACK_TRACE_SIZE`. Writes beyond it fail (no
 /// trap).
@@ -30,7 +34,7 @@ pub const STDERR_CAPACITY: usize = 5000;
 /// `vfs/{package}:{publisher}/tmp`.
 pub struct Host {
     engine: Engine,
-    linker: Linker<ProcessWasiV1>,
+    linker: Arc<Linker<ProcessWasiV1>>,
     executor: tokio::runtime::Runtime,
     home: TempDir,
 }
@@ -95,7 +99,7 @@ pub enum RunError {
     #[error("init trapped: {message}{}", stderr_suffix(stderr))]
     Trap {
         /// The error chain without the wasm backtrace, e.g. "wasm trap: wasm `unreachable`
-        /// instruction executed" or "test host: `spawn` is not supported yet".
+        /// instruction executed" or an error a host function returned.
         message: String,
         /// The wasm trap code, if it was a wasm trap rather than a host error.
         trap: Option<Trap>,
@@ -126,21 +130,10 @@ impl Host {
     /// details and wasmtime's default compilation cache (on disk in the user's cache directory;
     /// left off if it cannot be loaded).
     pub fn new() -> anyhow::Result<Self> {
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .async_support(true)
-            .wasm_backtrace_details(WasmBacktraceDetails::Enable);
-        // The runtime loads the default cache config; only a speed-up here, so a failure is not
-        // fatal.
-        let _ = config.cache_config_load_default();
-        let engine = Engine::new(&config)?;
-
-        let mut linker = Linker::new(&engine);
-        ProcessV1::add_to_linker(&mut linker, |state: &mut ProcessWasiV1| state)?;
-        wasmtime_wasi::add_to_linker_async(&mut linker)?;
-
-        let executor = tokio::runtime::Builder::new_current_thread()
+        let engine = make_engine()?;
+        let linker = Arc::new(make_linker(&engine)?);
+        let executor = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()?;
         let home = tempfile::Builder::new()
@@ -168,85 +161,115 @@ impl Host {
     /// `our` formatted `node@process:package:publisher`. Returns what the process printed and left
     /// behind once `init` returns.
     ///
-    /// Each call is a fresh process (fresh store, state and WASI context); its `TEMP_DIR` is
-    /// `{home}/vfs/{package}:{publisher}/tmp`, created if needed, preopened under the same absolute
-    /// path.
+    /// Each call is a fresh process (fresh store, state and WASI context) on a fresh kernel; its
+    /// `TEMP_DIR` is `{home}/vfs/{package}:{publisher}/tmp`, created if needed, preopened under
+    /// the same absolute path.
     pub fn run_init(&self, wasm: &[u8], our: &str) -> Result<ProcessRun, RunError> {
         let address = parse_address(our).ok_or_else(|| RunError::BadAddress {
             our: our.to_owned(),
         })?;
-        let component = Component::new(&self.engine, wasm).map_err(|e| RunError::Compile {
-            message: format!("{e:#}"),
-        })?;
-        let tmp = self
-            .process_tmp_dir(
-                &address.process.package_name,
-                &address.process.publisher_node,
-            )
-            .map_err(RunError::Host)?;
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        let wasi = WasiCtxBuilder::new()
-            .preopened_dir(
-                &tmp,
-                tmp.to_string_lossy(),
-                DirPerms::all(),
-                FilePerms::all(),
-            )
-            .map_err(RunError::Host)?
-            .env("TEMP_DIR", tmp.to_string_lossy())
-            .stderr(stderr.clone())
-            .build();
-        let data = ProcessWasiV1 {
-            process: ProcessState::new(address),
-            table: ResourceTable::new(),
-            wasi,
+        let kernel = Kernel::new(
+            &address.node,
+            self.home.path().to_path_buf(),
+            self.engine.clone(),
+            Arc::clone(&self.linker),
+            self.executor.handle().clone(),
+        );
+        let pid = caps::format_process_id(&address.process);
+        let persisted = PersistedProcess {
+            wasm_bytes_handle: String::new(),
+            wit_version: Some(1),
+            on_exit: OnExit::None,
+            capabilities: Vec::new(),
+            public: false,
         };
-        let mut store = Store::new(&self.engine, data);
-
-        self.executor.block_on(async {
-            let process = ProcessV1::instantiate_async(&mut store, &component, &self.linker)
-                .await
-                .map_err(|e| RunError::Instantiate {
-                    import: missing_import(&e),
-                    message: format!("{e:#}"),
-                })?;
-            let result = process.call_init(&mut store, our).await;
-            let stderr = String::from_utf8_lossy(&stderr.contents()).into_owned();
-            let process = store.into_data().process;
-            match result {
-                Ok(()) => Ok(ProcessRun {
-                    prints: process.prints,
-                    stderr,
-                    state: process.state,
-                    on_exit: process.on_exit,
-                }),
-                Err(e) => Err(RunError::Trap {
-                    message: error_message(&e),
-                    trap: e.downcast_ref::<Trap>().copied(),
-                    details: format!("{e:#}"),
-                    stderr,
-                    prints: process.prints,
-                }),
+        {
+            let mut st = kernel.lock();
+            st.process_map.insert(pid.clone(), persisted.clone());
+            kernel
+                .start_process(&mut st, &pid, &persisted, wasm.to_vec())
+                .map_err(|e| RunError::Host(anyhow::anyhow!(e)))?;
+        }
+        kernel.run(&pid);
+        let status = kernel
+            .wait_until(INIT_TIMEOUT, |st| {
+                st.statuses.get(&pid).filter(|s| s.is_final()).cloned()
+            })
+            .ok_or_else(|| {
+                RunError::Host(anyhow::anyhow!(
+                    "init did not return within {} s",
+                    INIT_TIMEOUT.as_secs()
+                ))
+            })?;
+        let (prints, exit) = {
+            let st = kernel.lock();
+            let prints: Vec<Print> = st
+                .prints
+                .iter()
+                .filter(|(p, _)| *p == pid)
+                .map(|(_, print)| print.clone())
+                .collect();
+            (prints, st.exits.get(&pid).cloned())
+        };
+        let (on_exit, stderr) = exit.unwrap_or((OnExit::None, String::new()));
+        // Stop whatever the process left behind (timeout tasks run on the shared executor).
+        kernel.kill(&pid, true);
+        match status {
+            ProcessStatus::Exited => Ok(ProcessRun {
+                prints,
+                stderr,
+                state: kernel.get_state(&pid),
+                on_exit,
+            }),
+            ProcessStatus::FailedToCompile { message } => Err(RunError::Compile { message }),
+            ProcessStatus::FailedToInstantiate { import, message } => {
+                Err(RunError::Instantiate { import, message })
             }
-        })
+            ProcessStatus::Trapped {
+                message,
+                stderr,
+                trap,
+                details,
+            } => Err(RunError::Trap {
+                message,
+                trap,
+                details,
+                stderr,
+                prints,
+            }),
+            other => Err(RunError::Host(anyhow::anyhow!(
+                "process ended as {other:?}"
+            ))),
+        }
     }
+}
 
-    /// `{home}/vfs/{package}:{publisher}/tmp`, created if needed.
-    fn process_tmp_dir(&self, package: &str, publisher: &str) -> anyhow::Result<PathBuf> {
-        let dir = self
-            .home
-            .path()
-            .join("vfs")
-            .join(format!("{package}:{publisher}"))
-            .join("tmp");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(dir)
-    }
+/// The engine, configured like the runtime's: component model, async support, wasm backtrace
+/// details and wasmtime's default compilation cache (on disk in the user's cache directory; left
+/// off if it cannot be loaded).
+pub(crate) fn make_engine() -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .async_support(true)
+        .wasm_backtrace_details(WasmBacktraceDetails::Enable);
+    // The runtime loads the default cache config; only a speed-up here, so a failure is not fatal.
+    let _ = config.cache_config_load_default();
+    Engine::new(&config)
+}
+
+/// The linker: `ProcessV1::add_to_linker` (the kinode standard host) and
+/// `wasmtime_wasi::add_to_linker_async`.
+pub(crate) fn make_linker(engine: &Engine) -> anyhow::Result<Linker<ProcessWasiV1>> {
+    let mut linker = Linker::new(engine);
+    ProcessV1::add_to_linker(&mut linker, |state: &mut ProcessWasiV1| state)?;
+    wasmtime_wasi::add_to_linker_async(&mut linker)?;
+    Ok(linker)
 }
 
 /// The import named by wasmtime's "component imports {kind} `{name}`, but a matching implementation
 /// was not found in the linker" (wasmtime 27 `Linker::typecheck`), if that is the error.
-fn missing_import(error: &anyhow::Error) -> Option<String> {
+pub(crate) fn missing_import(error: &anyhow::Error) -> Option<String> {
     error.chain().find_map(|cause| {
         let text = cause.to_string();
         let rest = text.strip_prefix("component imports ")?;

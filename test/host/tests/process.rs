@@ -298,26 +298,12 @@ fn panic_in_init_is_a_trap_with_stderr() {
 }
 
 #[test]
-fn unsupported_host_function_traps_with_its_name() {
+fn drop_capabilities_is_served() {
     let body = "(call $drop-capabilities (i32.const 0) (i32.const 0))";
     let wasm = process_component(body, "", "");
     let host = Host::new().unwrap();
-    match host.run_init(&wasm, OUR) {
-        Err(RunError::Trap {
-            message,
-            trap,
-            stderr,
-            ..
-        }) => {
-            assert_eq!(
-                message,
-                "test host: `drop-capabilities` is not supported yet"
-            );
-            assert_eq!(trap, None);
-            assert_eq!(stderr, "");
-        }
-        other => panic!("expected RunError::Trap, got {other:?}"),
-    }
+    let run = host.run_init(&wasm, OUR).unwrap();
+    assert!(run.prints.is_empty());
 }
 
 #[test]

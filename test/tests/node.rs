@@ -1,0 +1,620 @@
+//! The linker process on a node: the real `pkg/linker.wasm`, booted on the test host as the
+//! runtime boots a bundled `*:sys` package, asked by local and remote senders to link, explain and
+//! install the fixture packages; what it installs runs on the same host.
+//!
+//! Requests and responses are the JSON of `api/linker:sys-v0.wit` (serde of wit-bindgen's types),
+//! written here as `serde_json::Value`s so that the tests check the wire form itself.
+
+use std::time::Duration;
+
+use linker_fixtures::{expect, linker_package, Fixtures};
+use linker_test_host::caps;
+use linker_test_host::{Fault, Mailbox, Node, ProcessStatus};
+use serde_json::{json, Value};
+
+const NODE: &str = "fake.os";
+const LINKER: &str = "fake.os@linker:linker:sys";
+/// The test's own process: package `tester:test.os`, whose drive it may ask the linker to read.
+const TESTER: &str = "fake.os@tester:tester:test.os";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn fixtures() -> &'static Fixtures {
+    linker_fixtures::build().expect("fixtures build (needs `rustup target add wasm32-wasip1`)")
+}
+
+fn read(path: std::path::PathBuf) -> Vec<u8> {
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A node with the linker booted, and a local tester that holds the linker's messaging
+/// capability.
+struct Session {
+    node: Node,
+    tester: Mailbox,
+}
+
+impl Session {
+    fn new() -> Self {
+        let linker = linker_package().expect("the linker package builds");
+        let node = Node::new(NODE).expect("the test node starts");
+        node.boot_package("linker:sys", &linker.zip, Some(1))
+            .expect("the linker boots");
+        let tester = node.mailbox(TESTER, false);
+        node.grant(&process(TESTER), vec![caps::messaging(LINKER)]);
+        Session { node, tester }
+    }
+
+    /// Sends a request from `from`, attaching `caps`, and returns the response body and blob.
+    fn ask(
+        &self,
+        from: &Mailbox,
+        request: Value,
+        blob: Option<Vec<u8>>,
+        caps: Vec<linker_test_host::Capability>,
+    ) -> (Value, Option<Vec<u8>>) {
+        let reply = from
+            .request(LINKER, request.to_string(), blob, caps, 120)
+            .unwrap_or_else(|e| panic!("the linker answers: {e:?}"));
+        let body: Value = serde_json::from_slice(&reply.body).expect("the response is JSON");
+        (body, reply.blob)
+    }
+
+    /// Installs fixture `name` from the tester: the zip as the blob, its metadata, and `apis` as
+    /// VFS paths in the tester's drive. Returns the `Install` result (`{"Ok": ..}` or `{"Err": ..}`).
+    fn install(&self, name: &str, apis: &[&str]) -> Value {
+        self.install_with(name, apis, vec![caps::messaging(LINKER)])
+    }
+
+    fn install_with(
+        &self,
+        name: &str,
+        apis: &[&str],
+        attach: Vec<linker_test_host::Capability>,
+    ) -> Value {
+        let f = fixtures();
+        let metadata = String::from_utf8(read(f.metadata(name))).expect("metadata is text");
+        let request = json!({"Install": {
+            "source": "Blob",
+            "metadata": metadata,
+            "apis": self.upload_apis(apis),
+        }});
+        let (body, _) = self.ask(&self.tester, request, Some(read(f.package(name))), attach);
+        body["Install"].clone()
+    }
+
+    /// Writes fixture APIs into the tester's drive and names them as VFS paths.
+    fn upload_apis(&self, apis: &[&str]) -> Vec<Value> {
+        apis.iter()
+            .map(|api| {
+                let f = fixtures();
+                let path = format!("/tester:test.os/uploads/{}-api.zip", f.id(api));
+                self.node
+                    .write_file(&path, &read(f.api(api)))
+                    .expect("writing into the tester's drive");
+                json!({ "VfsPath": path })
+            })
+            .collect()
+    }
+
+    /// Waits until process `id` prints `line`.
+    fn wait_for(&self, id: &str, line: &str) {
+        let found = self
+            .node
+            .wait_for_print(|pid, message| pid == id && message == line, WAIT);
+        assert!(
+            found.is_some(),
+            "{id} did not print {line:?}; prints: {:#?}",
+            self.node.prints()
+        );
+    }
+
+    /// How many times process `id` printed `line`.
+    fn printed(&self, id: &str, line: &str) -> usize {
+        self.node
+            .prints()
+            .iter()
+            .filter(|(pid, print)| pid == id && print.message == line)
+            .count()
+    }
+
+    fn file(&self, path: &str) -> Option<Vec<u8>> {
+        self.node.read_file(path)
+    }
+}
+
+/// `process:package:publisher` of an address.
+fn process(address: &str) -> String {
+    address
+        .split_once('@')
+        .map_or(address, |(_, p)| p)
+        .to_owned()
+}
+
+fn ok(result: &Value) -> &Value {
+    result
+        .get("Ok")
+        .unwrap_or_else(|| panic!("expected Ok, got {result:#}"))
+}
+
+fn err(result: &Value) -> &Value {
+    result
+        .get("Err")
+        .unwrap_or_else(|| panic!("expected Err, got {result:#}"))
+}
+
+/// The install report's `import -> provider` pairs of one component.
+fn links(report: &Value, path: &str) -> Vec<(String, String)> {
+    let components = report["link"]["components"].as_array().expect("components");
+    let component = components
+        .iter()
+        .find(|c| c["path"] == path)
+        .unwrap_or_else(|| panic!("no component {path} in {report:#}"));
+    component["imports"]
+        .as_array()
+        .expect("imports")
+        .iter()
+        .map(|import| {
+            let provider = &import["outcome"]["Linked"]["provider"];
+            (
+                import["name"].as_str().unwrap_or_default().to_owned(),
+                format!(
+                    "{}/{}",
+                    provider["archive"].as_str().unwrap_or("?"),
+                    provider["path"].as_str().unwrap_or("?")
+                ),
+            )
+        })
+        .collect()
+}
+
+fn pair(import: &str, provider: &str) -> (String, String) {
+    (import.to_owned(), provider.to_owned())
+}
+
+const MATHLIB: &str = "kinode:process/mathlib@1.0.0";
+const TEXTLIB: &str = "kinode:process/textlib@1.0.0";
+
+#[test]
+fn an_uploaded_app_is_linked_installed_and_runs() {
+    let s = Session::new();
+    let report = s.install("app", &["mathlib"]);
+    let report = ok(&report);
+    assert_eq!(report["package"], "app:test.os");
+    assert_eq!(report["processes"], json!(["app:app:test.os"]));
+    assert_eq!(report["replaced"], Value::Null);
+    assert_eq!(report["link"]["cached"], false);
+    assert_eq!(
+        links(report, "app.wasm"),
+        [pair(MATHLIB, "mathlib:test.os/mathlib-api.wasm")]
+    );
+    s.wait_for("app:app:test.os", &expect::app());
+
+    // The app store's layout, with the linked bytes where the kernel reloads them from.
+    let f = fixtures();
+    let upload = read(f.package("app"));
+    assert_eq!(report["version_hash"], sha256(&upload));
+    assert_eq!(s.file("/app:test.os/pkg/app:test.os.zip"), Some(upload));
+    let wasm = s
+        .file("/app:test.os/pkg/app.wasm")
+        .expect("app.wasm installed");
+    let component = &report["link"]["components"][0];
+    assert_eq!(component["linked_sha256"], sha256(&wasm));
+    let info = s
+        .node
+        .process("app:app:test.os")
+        .expect("app is in the process map");
+    assert_eq!(info.wasm_bytes_handle, "/app:test.os/pkg/app.wasm");
+    let link_json = s
+        .file("/app:test.os/pkg/link.json")
+        .expect("link.json installed");
+    let link_json: Value = serde_json::from_slice(&link_json).expect("link.json is JSON");
+    assert_eq!(
+        link_json["package"]["sha256"],
+        sha256(&read(f.package("app")))
+    );
+    // The worker mathlib ships in its api.zip comes along, as kit copies it.
+    assert!(s.file("/app:test.os/pkg/mathlib-worker.wasm").is_some());
+    // The package's own api.zip is extracted, so the app store lists it as having an API.
+    assert!(s.file("/app:test.os/pkg/api/app:test.os-v0.wit").is_some());
+    // The API zip consumed is mirrored in the linker's drive under its hash.
+    let api = read(f.api("mathlib"));
+    let mirrored = format!("/linker:sys/apis/mathlib:test.os/{}.zip", sha256(&api));
+    assert_eq!(s.file(&mirrored), Some(api));
+}
+
+#[test]
+fn dependencies_are_linked_from_the_node() {
+    let s = Session::new();
+    ok(&s.install("mathlib", &[]));
+    // No API given: the app's metadata names mathlib:test.os, which is installed.
+    let report = s.install("app", &[]);
+    let report = ok(&report);
+    assert_eq!(report["link"]["apis"][0]["name"], "mathlib:test.os");
+    assert_eq!(
+        report["link"]["apis"][0]["sha256"],
+        sha256(&read(fixtures().api("mathlib")))
+    );
+    s.wait_for("app:app:test.os", &expect::app());
+}
+
+#[test]
+fn nested_dependencies_and_two_libraries() {
+    let s = Session::new();
+    ok(&s.install("mathlib", &[]));
+    ok(&s.install("textlib", &[]));
+    let chain = s.install("chain", &[]);
+    assert_eq!(
+        links(ok(&chain), "chain.wasm"),
+        [
+            pair(TEXTLIB, "textlib:test.os/textlib-api.wasm"),
+            pair(MATHLIB, "mathlib:test.os/mathlib-api.wasm"),
+        ]
+    );
+    let duo = s.install("duo", &[]);
+    ok(&duo);
+    s.wait_for(
+        "chain:chain:test.os",
+        &expect::chain("fake.os@chain:chain:test.os"),
+    );
+    s.wait_for("duo:duo:test.os", &expect::duo("fake.os@duo:duo:test.os"));
+}
+
+#[test]
+fn new_versions_of_the_app_and_of_the_library() {
+    let s = Session::new();
+    ok(&s.install("mathlib", &[]));
+    ok(&s.install("app", &[]));
+    s.wait_for("app:app:test.os", &expect::app());
+    let v1 = sha256(&read(fixtures().package("app")));
+
+    let v2 = s.install("app.v2", &[]);
+    let v2 = ok(&v2);
+    assert_eq!(v2["replaced"], v1);
+    s.wait_for("app:app:test.os", &expect::app_v2(false));
+    assert_eq!(
+        s.node
+            .process("app:app:test.os")
+            .map(|p| p.wasm_bytes_handle),
+        Some("/app:test.os/pkg/app-v2.wasm".to_owned())
+    );
+    assert!(
+        s.file("/app:test.os/pkg/app.wasm").is_none(),
+        "the old version's files are gone"
+    );
+
+    // The library's new version is installed; a reinstall of the app links against it.
+    ok(&s.install("mathlib.v2", &[]));
+    let relinked = s.install("app.v2", &[]);
+    let relinked = ok(&relinked);
+    assert_eq!(
+        relinked["link"]["apis"][0]["sha256"],
+        sha256(&read(fixtures().api("mathlib.v2")))
+    );
+    assert_eq!(relinked["link"]["cached"], false);
+    s.wait_for("app:app:test.os", &expect::app_v2(true));
+}
+
+#[test]
+fn a_repeated_install_is_served_from_the_cache() {
+    let s = Session::new();
+    let first = s.install("app", &["mathlib"]);
+    let second = s.install("app", &["mathlib"]);
+    assert_eq!(ok(&first)["link"]["cached"], false);
+    assert_eq!(ok(&second)["link"]["cached"], true);
+    assert_eq!(ok(&first)["linked_hash"], ok(&second)["linked_hash"]);
+    assert_eq!(ok(&second)["replaced"], ok(&first)["version_hash"]);
+    s.wait_for("app:app:test.os", &expect::app());
+}
+
+#[test]
+fn link_returns_the_same_bytes_as_the_native_core() {
+    let s = Session::new();
+    let f = fixtures();
+    let metadata = String::from_utf8(read(f.metadata("app"))).expect("text");
+    let request = json!({"Link": {
+        "source": "Blob",
+        "metadata": metadata,
+        "apis": s.upload_apis(&["mathlib"]),
+    }});
+    let (body, blob) = s.ask(&s.tester, request, Some(read(f.package("app"))), vec![]);
+    ok(&body["Link"]);
+    let package = read(f.package("app"));
+    let api = read(f.api("mathlib"));
+    let native = linker_core::link(
+        linker_core::Input {
+            name: "app:test.os",
+            bytes: &package,
+        },
+        &[linker_core::Input {
+            name: "mathlib:test.os",
+            bytes: &api,
+        }],
+        &linker_core::Options {
+            compression: linker_core::Compression::Stored,
+            ..Default::default()
+        },
+    )
+    .expect("links natively");
+    assert_eq!(blob.as_deref(), Some(native.bytes.as_slice()));
+    // Linking installs nothing.
+    assert!(s.file("/app:test.os/pkg/manifest.json").is_none());
+    assert!(s.node.process("app:app:test.os").is_none());
+}
+
+#[test]
+fn explain_says_what_each_import_would_get() {
+    let s = Session::new();
+    let f = fixtures();
+    let request = json!({"Explain": {
+        "source": "Blob",
+        "metadata": Value::Null,
+        "apis": s.upload_apis(&["badmath"]),
+    }});
+    let (body, _) = s.ask(&s.tester, request, Some(read(f.package("app"))), vec![]);
+    let explanation = ok(&body["Explain"]);
+    let app = &explanation["components"][0];
+    assert_eq!(app["path"], "app.wasm");
+    assert_eq!(app["imports"][0]["name"], MATHLIB);
+    let rejected = &app["imports"][0]["outcome"]["Rejected"];
+    assert_eq!(rejected["provider"]["archive"], "badmath:test.os");
+    assert!(rejected["reason"].as_str().is_some_and(|r| !r.is_empty()));
+}
+
+#[test]
+fn list_apis_shows_installed_and_mirrored_apis() {
+    let s = Session::new();
+    ok(&s.install("mathlib", &[]));
+    // textlib is consumed from an upload, never installed: only the mirror has it.
+    ok(&s.install("chain", &["textlib"]));
+    let (body, _) = s.ask(&s.tester, json!("ListApis"), None, vec![]);
+    let apis = ok(&body["ListApis"]).as_array().expect("a list").clone();
+    let find = |name: &str| {
+        apis.iter()
+            .find(|api| api["package"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed in {apis:#?}"))
+            .clone()
+    };
+    let mathlib = find("mathlib:test.os");
+    assert_eq!(mathlib["location"], "installed");
+    assert_eq!(mathlib["interfaces"], json!([MATHLIB]));
+    assert_eq!(mathlib["wit_files"], json!(["mathlib:test.os-v0.wit"]));
+    let textlib = find("textlib:test.os");
+    assert_eq!(textlib["location"], "mirror");
+    assert_eq!(textlib["interfaces"], json!([TEXTLIB]));
+}
+
+#[test]
+fn a_failed_link_leaves_the_previous_version_running() {
+    let s = Session::new();
+    ok(&s.install("mathlib", &[]));
+    ok(&s.install("app", &[]));
+    s.wait_for("app:app:test.os", &expect::app());
+    let before = s.file("/app:test.os/pkg/app.wasm");
+
+    // A provider of the wrong type.
+    let mismatch = s.install("app.v2", &["badmath", "mathlib"]);
+    let problems = err(&mismatch)["Unresolved"].as_array().expect("unresolved");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["reason"].get("TypeMismatch").is_some()
+                || p["reason"].get("Ambiguous").is_some()),
+        "{problems:#?}"
+    );
+
+    // No provider at all: the dependency is not on the node.
+    let missing = s.install("chain", &[]);
+    assert_eq!(
+        err(&missing)["MissingDependency"],
+        json!({"package": "chain:test.os", "dependency": "textlib:test.os"})
+    );
+
+    assert_eq!(s.file("/app:test.os/pkg/app.wasm"), before);
+    assert!(s.file("/chain:test.os/pkg/manifest.json").is_none());
+    assert!(matches!(
+        s.node.process("app:app:test.os").map(|p| p.status),
+        Some(ProcessStatus::Running)
+    ));
+    assert_eq!(s.printed("app:app:test.os", &expect::app()), 1);
+}
+
+#[test]
+fn a_type_mismatch_is_reported_with_both_sides() {
+    let s = Session::new();
+    let result = s.install("app", &["badmath"]);
+    let problems = err(&result)["Unresolved"]
+        .as_array()
+        .expect("unresolved")
+        .clone();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let problem = &problems[0];
+    assert_eq!(problem["component"], "app.wasm");
+    assert_eq!(problem["name"], MATHLIB);
+    assert_eq!(
+        problem["reason"]["TypeMismatch"]["provider"]["archive"],
+        "badmath:test.os"
+    );
+    assert!(s.file("/app:test.os/pkg/manifest.json").is_none());
+}
+
+#[test]
+fn a_failed_install_step_restores_the_previous_version() {
+    for fault in [
+        Fault::Vfs {
+            action: "AddZip".to_owned(),
+            path_prefix: "/app:test.os/pkg".to_owned(),
+            times: 1,
+        },
+        Fault::Kernel {
+            command: "RunProcess".to_owned(),
+            target: Some("app:app:test.os".to_owned()),
+            times: 1,
+        },
+    ] {
+        let s = Session::new();
+        ok(&s.install("mathlib", &[]));
+        ok(&s.install("app", &[]));
+        s.wait_for("app:app:test.os", &expect::app());
+        let wasm = s.file("/app:test.os/pkg/app.wasm");
+        let zip = s.file("/app:test.os/pkg/app:test.os.zip");
+        let v1 = sha256(&read(fixtures().package("app")));
+
+        s.node.fault(fault.clone());
+        let result = s.install("app.v2", &[]);
+        let failure = &err(&result)["InstallFailed"];
+        assert_eq!(failure["previous"], json!({ "Restored": v1 }), "{fault:?}");
+        // The previous version is back, byte for byte, and running again.
+        assert_eq!(s.file("/app:test.os/pkg/app.wasm"), wasm, "{fault:?}");
+        assert_eq!(s.file("/app:test.os/pkg/app:test.os.zip"), zip, "{fault:?}");
+        assert!(
+            s.file("/app:test.os/pkg/app-v2.wasm").is_none(),
+            "{fault:?}"
+        );
+        let restarted = (0..600).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            s.printed("app:app:test.os", &expect::app()) == 2
+        });
+        assert!(restarted, "{fault:?}: the restored app runs again");
+        assert_eq!(s.printed("app:app:test.os", &expect::app_v2(false)), 0);
+        assert!(
+            s.file("/linker:sys/backup/app:test.os.zip").is_none(),
+            "the backup is dropped"
+        );
+    }
+}
+
+#[test]
+fn a_failed_first_install_leaves_nothing_behind() {
+    let s = Session::new();
+    s.node.fault(Fault::Kernel {
+        command: "InitializeProcess".to_owned(),
+        target: Some("app:app:test.os".to_owned()),
+        times: 1,
+    });
+    let result = s.install("app", &["mathlib"]);
+    let failure = &err(&result)["InstallFailed"];
+    assert_eq!(
+        failure["failed"]["step"],
+        "InitializeProcess app:app:test.os"
+    );
+    assert_eq!(failure["previous"], "None");
+    assert!(s.file("/app:test.os/pkg/manifest.json").is_none());
+    assert!(s.node.list_dir("/app:test.os/pkg").is_none());
+    assert!(s.node.process("app:app:test.os").is_none());
+}
+
+#[test]
+fn remote_and_unauthorised_senders_are_refused() {
+    let s = Session::new();
+    let f = fixtures();
+    let metadata = String::from_utf8(read(f.metadata("app"))).expect("text");
+    let install = json!({"Install": {"source": "Blob", "metadata": metadata, "apis": []}});
+
+    let remote = s.node.mailbox("other.os@tester:tester:test.os", false);
+    let (body, _) = s.ask(
+        &remote,
+        install.clone(),
+        Some(read(f.package("app"))),
+        vec![],
+    );
+    assert_eq!(
+        err(&body["Install"])["RemoteSender"],
+        "other.os@tester:tester:test.os"
+    );
+
+    // A local process without the linker's capability may ask, but not install.
+    let stranger = s.node.mailbox("fake.os@stranger:stranger:test.os", false);
+    let (body, _) = s.ask(
+        &stranger,
+        install.clone(),
+        Some(read(f.package("app"))),
+        vec![caps::messaging(LINKER)],
+    );
+    assert!(
+        err(&body["Install"])["NotAuthorised"]
+            .as_str()
+            .is_some_and(|m| m.contains("stranger:stranger:test.os")),
+        "{body:#}"
+    );
+
+    // Nor may it have the linker read a drive it cannot read itself.
+    s.node
+        .write_file("/app-store:sys/secret/x.zip", b"not yours")
+        .expect("write");
+    let (body, _) = s.ask(
+        &stranger,
+        json!({"Link": {"source": {"VfsPath": "/app-store:sys/secret/x.zip"}, "metadata": null, "apis": []}}),
+        None,
+        vec![],
+    );
+    assert!(
+        err(&body["Link"]).get("NotAuthorised").is_some(),
+        "{body:#}"
+    );
+
+    assert!(s.node.list_dir("/app:test.os").is_none());
+    assert!(s.node.process("app:app:test.os").is_none());
+    assert_eq!(
+        s.node.list_dir("/linker:sys/apis").unwrap_or_default(),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn bad_input_gets_typed_errors_and_installs_nothing() {
+    let s = Session::new();
+    let f = fixtures();
+    let metadata = String::from_utf8(read(f.metadata("app"))).expect("text");
+    let install = |blob: Option<Vec<u8>>, metadata: Value| {
+        let request = json!({"Install": {"source": "Blob", "metadata": metadata, "apis": []}});
+        s.ask(&s.tester, request, blob, vec![caps::messaging(LINKER)])
+            .0["Install"]
+            .clone()
+    };
+    let not_a_zip = install(Some(b"not a zip".to_vec()), json!(metadata));
+    assert_eq!(err(&not_a_zip)["Archive"]["kind"], "not-a-zip");
+    let no_blob = install(None, json!(metadata));
+    assert_eq!(err(&no_blob), &json!("NoBlob"));
+    let bad_metadata = install(Some(read(f.package("app"))), json!("{"));
+    assert!(err(&bad_metadata).get("BadMetadata").is_some());
+    let no_id = install(Some(read(f.package("app"))), Value::Null);
+    assert_eq!(err(&no_id), &json!("NoPackageId"));
+    let (body, _) = s.ask(&s.tester, json!({"Frobnicate": {}}), None, vec![]);
+    assert!(body.get("BadRequest").is_some(), "{body:#}");
+    assert!(s.node.list_dir("/app:test.os").is_none());
+}
+
+#[test]
+fn the_linker_and_its_drives_survive_a_reboot() {
+    let s = Session::new();
+    ok(&s.install("app", &["mathlib"]));
+    s.wait_for("app:app:test.os", &expect::app());
+    let handle = s
+        .node
+        .process("app:app:test.os")
+        .map(|p| p.wasm_bytes_handle);
+    s.node.reboot().expect("the node reboots");
+    // The linker (on-exit Restart) is reloaded from its wasm_bytes_handle; its cache survived, so
+    // the same install composes nothing, and the app runs its linked code again.
+    let again = s.install("app", &["mathlib"]);
+    assert_eq!(ok(&again)["link"]["cached"], true);
+    assert_eq!(
+        s.node
+            .process("app:app:test.os")
+            .map(|p| p.wasm_bytes_handle),
+        handle
+    );
+    let rerun = (0..600).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        s.printed("app:app:test.os", &expect::app()) == 2
+    });
+    assert!(rerun, "the reinstalled app runs its linked code");
+}

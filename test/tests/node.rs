@@ -47,9 +47,18 @@ impl Session {
         let node = Node::new(NODE).expect("the test node starts");
         node.boot_package("linker:sys", &linker.zip, Some(1))
             .expect("the linker boots");
-        let tester = node.mailbox(TESTER, false);
+        let tester = Session::local_sender(&node, TESTER);
         node.grant(&process(TESTER), vec![caps::messaging(LINKER)]);
         Session { node, tester }
+    }
+
+    /// A local process that can hear the linker's answers: as a terminal script's
+    /// `grant_capabilities` would, it gives the linker a messaging capability to itself (the
+    /// kernel checks responses like requests).
+    fn local_sender(node: &Node, address: &str) -> Mailbox {
+        let mailbox = node.mailbox(address, false);
+        node.grant("linker:linker:sys", vec![caps::messaging(address)]);
+        mailbox
     }
 
     /// Sends a request from `from`, attaching `caps`, and returns the response body and blob.
@@ -207,11 +216,11 @@ fn an_uploaded_app_is_linked_installed_and_runs() {
         .expect("app.wasm installed");
     let component = &report["link"]["components"][0];
     assert_eq!(component["linked_sha256"], sha256(&wasm));
-    let info = s
-        .node
-        .process("app:app:test.os")
-        .expect("app is in the process map");
-    assert_eq!(info.wasm_bytes_handle, "/app:test.os/pkg/app.wasm");
+    // `app` returns from init, so on-exit None takes it out of the process map.
+    assert_eq!(
+        s.node.status("app:app:test.os"),
+        Some(ProcessStatus::Exited)
+    );
     let link_json = s
         .file("/app:test.os/pkg/link.json")
         .expect("link.json installed");
@@ -279,12 +288,12 @@ fn new_versions_of_the_app_and_of_the_library() {
     let v2 = ok(&v2);
     assert_eq!(v2["replaced"], v1);
     s.wait_for("app:app:test.os", &expect::app_v2(false));
-    assert_eq!(
-        s.node
-            .process("app:app:test.os")
-            .map(|p| p.wasm_bytes_handle),
-        Some("/app:test.os/pkg/app-v2.wasm".to_owned())
-    );
+    let component = &v2["link"]["components"][0];
+    assert_eq!(component["path"], "app-v2.wasm");
+    let wasm = s
+        .file("/app:test.os/pkg/app-v2.wasm")
+        .expect("the new version's wasm");
+    assert_eq!(component["linked_sha256"], sha256(&wasm));
     assert!(
         s.file("/app:test.os/pkg/app.wasm").is_none(),
         "the old version's files are gone"
@@ -420,8 +429,8 @@ fn a_failed_link_leaves_the_previous_version_running() {
     assert_eq!(s.file("/app:test.os/pkg/app.wasm"), before);
     assert!(s.file("/chain:test.os/pkg/manifest.json").is_none());
     assert!(matches!(
-        s.node.process("app:app:test.os").map(|p| p.status),
-        Some(ProcessStatus::Running)
+        s.node.status("app:app:test.os"),
+        Some(ProcessStatus::Running | ProcessStatus::Exited)
     ));
     assert_eq!(s.printed("app:app:test.os", &expect::app()), 1);
 }
@@ -429,12 +438,25 @@ fn a_failed_link_leaves_the_previous_version_running() {
 #[test]
 fn a_type_mismatch_is_reported_with_both_sides() {
     let s = Session::new();
-    let result = s.install("app", &["badmath"]);
-    let problems = err(&result)["Unresolved"]
+    let request = json!({"Link": {
+        "source": "Blob",
+        "metadata": Value::Null,
+        "apis": s.upload_apis(&["badmath"]),
+    }});
+    let (body, blob) = s.ask(
+        &s.tester,
+        request,
+        Some(read(fixtures().package("app"))),
+        vec![],
+    );
+    assert_eq!(blob, None);
+    let result = &body["Link"];
+    let problems = err(result)["Unresolved"]
         .as_array()
-        .expect("unresolved")
+        .unwrap_or_else(|| panic!("unresolved: {result:#}"))
         .clone();
-    assert_eq!(problems.len(), 1, "{problems:#?}");
+    // app.wasm and the calc script both import mathlib: every problem is reported at once.
+    assert_eq!(problems.len(), 2, "{problems:#?}");
     let problem = &problems[0];
     assert_eq!(problem["component"], "app.wasm");
     assert_eq!(problem["name"], MATHLIB);
@@ -507,7 +529,7 @@ fn a_failed_first_install_leaves_nothing_behind() {
     );
     assert_eq!(failure["previous"], "None");
     assert!(s.file("/app:test.os/pkg/manifest.json").is_none());
-    assert!(s.node.list_dir("/app:test.os/pkg").is_none());
+    assert!(s.node.list_dir("/app:test.os/pkg").is_empty());
     assert!(s.node.process("app:app:test.os").is_none());
 }
 
@@ -518,7 +540,19 @@ fn remote_and_unauthorised_senders_are_refused() {
     let metadata = String::from_utf8(read(f.metadata("app"))).expect("text");
     let install = json!({"Install": {"source": "Blob", "metadata": metadata, "apis": []}});
 
+    // The linker does not request networking, so the kernel never delivers a remote request to
+    // it: the sender hears nothing, and nothing happens.
     let remote = s.node.mailbox("other.os@tester:tester:test.os", false);
+    let unanswered = remote.request(
+        LINKER,
+        install.to_string(),
+        Some(read(f.package("app"))),
+        vec![],
+        2,
+    );
+    assert!(unanswered.is_err(), "{unanswered:?}");
+    // Should an operator grant it networking, the linker itself refuses remote senders.
+    s.node.grant("linker:linker:sys", vec![caps::network(NODE)]);
     let (body, _) = s.ask(
         &remote,
         install.clone(),
@@ -531,7 +565,7 @@ fn remote_and_unauthorised_senders_are_refused() {
     );
 
     // A local process without the linker's capability may ask, but not install.
-    let stranger = s.node.mailbox("fake.os@stranger:stranger:test.os", false);
+    let stranger = Session::local_sender(&s.node, "fake.os@stranger:stranger:test.os");
     let (body, _) = s.ask(
         &stranger,
         install.clone(),
@@ -560,12 +594,9 @@ fn remote_and_unauthorised_senders_are_refused() {
         "{body:#}"
     );
 
-    assert!(s.node.list_dir("/app:test.os").is_none());
+    assert!(s.node.list_dir("/app:test.os").is_empty());
     assert!(s.node.process("app:app:test.os").is_none());
-    assert_eq!(
-        s.node.list_dir("/linker:sys/apis").unwrap_or_default(),
-        Vec::<String>::new()
-    );
+    assert!(s.node.list_dir("/linker:sys/apis").is_empty());
 }
 
 #[test]
@@ -579,8 +610,14 @@ fn bad_input_gets_typed_errors_and_installs_nothing() {
             .0["Install"]
             .clone()
     };
+    // The package's dependency is installed, so the package itself is what is wrong.
+    ok(&s.install("mathlib", &[]));
     let not_a_zip = install(Some(b"not a zip".to_vec()), json!(metadata));
-    assert_eq!(err(&not_a_zip)["Archive"]["kind"], "not-a-zip");
+    assert_eq!(
+        err(&not_a_zip)["Archive"]["kind"],
+        "not-a-zip",
+        "{not_a_zip:#}"
+    );
     let no_blob = install(None, json!(metadata));
     assert_eq!(err(&no_blob), &json!("NoBlob"));
     let bad_metadata = install(Some(read(f.package("app"))), json!("{"));
@@ -589,7 +626,30 @@ fn bad_input_gets_typed_errors_and_installs_nothing() {
     assert_eq!(err(&no_id), &json!("NoPackageId"));
     let (body, _) = s.ask(&s.tester, json!({"Frobnicate": {}}), None, vec![]);
     assert!(body.get("BadRequest").is_some(), "{body:#}");
-    assert!(s.node.list_dir("/app:test.os").is_none());
+    assert!(s.node.list_dir("/app:test.os").is_empty());
+}
+
+#[test]
+fn installed_processes_reload_from_their_wasm_bytes_handle_after_a_reboot() {
+    let s = Session::new();
+    let report = s.install("echo", &[]);
+    assert_eq!(ok(&report)["processes"], json!(["echo:echo:test.os"]));
+    s.wait_for("echo:echo:test.os", "echo: up");
+    let info = s
+        .node
+        .process("echo:echo:test.os")
+        .expect("echo keeps running");
+    assert_eq!(info.wasm_bytes_handle, "/echo:test.os/pkg/echo.wasm");
+    assert_eq!(
+        s.file(&info.wasm_bytes_handle),
+        Some(read(fixtures().component("echo", "echo.wasm")))
+    );
+    s.node.reboot().expect("the node reboots");
+    let rerun = (0..600).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        s.printed("echo:echo:test.os", "echo: up") == 2
+    });
+    assert!(rerun, "echo is reloaded from its wasm_bytes_handle");
 }
 
 #[test]
@@ -597,21 +657,11 @@ fn the_linker_and_its_drives_survive_a_reboot() {
     let s = Session::new();
     ok(&s.install("app", &["mathlib"]));
     s.wait_for("app:app:test.os", &expect::app());
-    let handle = s
-        .node
-        .process("app:app:test.os")
-        .map(|p| p.wasm_bytes_handle);
     s.node.reboot().expect("the node reboots");
     // The linker (on-exit Restart) is reloaded from its wasm_bytes_handle; its cache survived, so
     // the same install composes nothing, and the app runs its linked code again.
     let again = s.install("app", &["mathlib"]);
     assert_eq!(ok(&again)["link"]["cached"], true);
-    assert_eq!(
-        s.node
-            .process("app:app:test.os")
-            .map(|p| p.wasm_bytes_handle),
-        handle
-    );
     let rerun = (0..600).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
         s.printed("app:app:test.os", &expect::app()) == 2

@@ -396,8 +396,14 @@ impl Kernel {
     // ---------------------------------------------------------------------------------------------
     // Routing.
 
-    /// Sends `km` through the kernel's checks to its target.
-    pub fn route(self: &Arc<Self>, km: KernelMessage) {
+    /// Sends `km` through the kernel's checks to its target. As in the runtime, the node name
+    /// `our` (process_lib's `vfs_request` and friends use it) stands for this node.
+    pub fn route(self: &Arc<Self>, mut km: KernelMessage) {
+        for node in [&mut km.source.node, &mut km.target.node] {
+            if node == "our" {
+                node.clone_from(&self.our);
+            }
+        }
         enum Destination {
             Kernel,
             Vfs,

@@ -70,6 +70,9 @@ pub struct ProcessState {
     prompting_message: Option<KernelMessage>,
     /// The blob of the last message received (kept until a message with a blob arrives).
     pub(crate) last_blob: Option<LazyLoadBlob>,
+    /// Whether the last message received had a blob: `get-blob` and `has-blob` answer for that
+    /// message only, `last-blob` for any (the runtime's `last_message_blobbed`).
+    pub(crate) last_message_blobbed: bool,
     contexts: HashMap<u64, (ProcessContext, JoinHandle<()>)>,
     message_queue: VecDeque<Delivery>,
 }
@@ -157,6 +160,7 @@ impl ProcessState {
         let mut km = match delivery {
             Ok(km) => km,
             Err(e) => {
+                self.last_message_blobbed = false;
                 let context = match self.contexts.remove(&e.id) {
                     Some((context, _)) => {
                         self.prompting_message = context.prompting_message;
@@ -167,6 +171,7 @@ impl ProcessState {
                 return Err((e.error, context));
             }
         };
+        self.last_message_blobbed = km.blob.is_some();
         if let Some(blob) = km.blob.take() {
             self.last_blob = Some(blob);
         }
@@ -423,6 +428,7 @@ pub(crate) async fn make_process_loop(
         self_sender,
         prompting_message: None,
         last_blob: None,
+        last_message_blobbed: false,
         contexts: HashMap::new(),
         message_queue: VecDeque::new(),
     };

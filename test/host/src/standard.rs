@@ -248,11 +248,15 @@ impl StandardHost for ProcessWasiV1 {
     }
 
     async fn has_blob(&mut self) -> Result<bool> {
-        Ok(self.process.last_blob.is_some())
+        Ok(self.process.last_message_blobbed)
     }
 
     async fn get_blob(&mut self) -> Result<Option<LazyLoadBlob>> {
-        Ok(self.process.last_blob.clone())
+        Ok(self
+            .process
+            .last_blob
+            .clone()
+            .filter(|_| self.process.last_message_blobbed))
     }
 
     async fn last_blob(&mut self) -> Result<Option<LazyLoadBlob>> {

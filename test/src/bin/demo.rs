@@ -1,80 +1,131 @@
-//! The main job on the bundled example packages: build them from source the way kit does, link
-//! each one against the API zips of its dependencies, and run every linked process in a host
-//! built like the Kinode runtime (wasmtime 27), printing each step.
+//! The main job, end to end on the bundled example packages: build the linker process
+//! (`pkg/linker.wasm`) and the example packages from source, boot a node built like the Kinode
+//! runtime (wasmtime 27) with `linker:sys` as a bundled package, upload each package to the linker
+//! as a local process would, and print each step: uploaded, linked (import -> provider),
+//! installed, and what the installed app prints.
 
-use anyhow::{Context, Result};
-use linker_core::archive::Archive;
-use linker_core::{Input, Limits, Options, Role};
-use linker_test_host::Host;
+use std::time::{Duration, Instant};
 
-/// The example packages and the API zips each is linked against.
-const EXAMPLES: [(&str, &[&str]); 5] = [
-    ("app", &["mathlib"]),
-    ("chain", &["textlib", "mathlib"]),
-    ("duo", &["mathlib", "textlib"]),
-    ("selfish", &[]),
-    ("bigapp", &["mathlib"]),
+use anyhow::{bail, Context, Result};
+use linker_test_host::{caps, Node};
+use serde_json::{json, Value};
+
+const NODE: &str = "demo.os";
+const LINKER: &str = "demo.os@linker:linker:sys";
+const UPLOADER: &str = "demo.os@uploader:uploader:demo.os";
+
+/// The example packages in install order: libraries first, so that every app's `dependencies`
+/// are linked from the node's copies of their API zips.
+const EXAMPLES: [&str; 7] = [
+    "mathlib", "textlib", "app", "chain", "duo", "selfish", "bigapp",
 ];
 
 fn main() -> Result<()> {
-    println!("building the example packages from test/fixtures (kinode_process_lib 1.0.1, wasm32-wasip1, adapter 27.0.0)");
+    println!("building pkg/linker.wasm and the example packages (kinode_process_lib 1.0.1, wasm32-wasip1, adapter 27.0.0)");
+    let linker = linker_fixtures::linker_package()?;
     let fixtures = linker_fixtures::build()?;
-    let host = Host::new()?;
-    for (name, deps) in EXAMPLES {
+    let node = Node::new(NODE)?;
+    node.boot_package("linker:sys", &linker.zip, Some(1))?;
+    println!(
+        "booted node {NODE} with linker:sys (pkg/linker.wasm, {} bytes)",
+        std::fs::metadata(&linker.wasm)?.len()
+    );
+    // A local process that may install (it holds the linker's messaging capability) and that the
+    // linker may answer (the kernel checks responses like requests).
+    let uploader = node.mailbox(UPLOADER, false);
+    node.grant("uploader:uploader:demo.os", vec![caps::messaging(LINKER)]);
+    node.grant("linker:linker:sys", vec![caps::messaging(UPLOADER)]);
+    let started = Instant::now();
+    uploader
+        .request(LINKER, json!("ListApis").to_string(), None, vec![], 120)
+        .map_err(|e| anyhow::anyhow!("the linker did not start: {e:?}"))?;
+    println!(
+        "linker:linker:sys answers after {:.1} s (wasmtime compiles pkg/linker.wasm first)",
+        started.elapsed().as_secs_f64()
+    );
+
+    for name in EXAMPLES {
         let id = fixtures.id(name);
         let package = std::fs::read(fixtures.package(name))?;
-        let apis: Vec<(String, Vec<u8>)> = deps
-            .iter()
-            .map(|dep| Ok((fixtures.id(dep), std::fs::read(fixtures.api(dep))?)))
-            .collect::<Result<_>>()?;
+        let metadata = std::fs::read_to_string(fixtures.metadata(name))?;
+        let dependencies: Value = serde_json::from_str(&metadata)?;
+        let dependencies = &dependencies["properties"]["dependencies"];
         println!("\n== {id}");
         println!(
-            "uploaded: {id}.zip ({} bytes) with {}",
-            package.len(),
-            if apis.is_empty() {
-                "its own api.zip".to_owned()
-            } else {
-                apis.iter()
-                    .map(|(n, _)| format!("{n}-api.zip"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
+            "uploaded: {id}.zip ({} bytes) with its metadata.json (dependencies: {dependencies})",
+            package.len()
         );
-        let inputs: Vec<Input<'_>> = apis
-            .iter()
-            .map(|(name, bytes)| Input { name, bytes })
-            .collect();
-        let package_name = format!("{id}.zip");
-        let started = std::time::Instant::now();
-        let linked = linker_core::link(
-            Input {
-                name: &package_name,
-                bytes: &package,
-            },
-            &inputs,
-            &Options::default(),
-        )?;
-        println!("linked in {:.1} ms:", started.elapsed().as_secs_f64() * 1e3);
-        for line in linked.report.to_string().lines() {
+        let request = json!({"Install": {"source": "Blob", "metadata": metadata, "apis": []}});
+        let started = Instant::now();
+        let reply = uploader
+            .request(
+                LINKER,
+                request.to_string(),
+                Some(package),
+                vec![caps::messaging(LINKER)],
+                120,
+            )
+            .map_err(|e| anyhow::anyhow!("the linker did not answer: {e:?}"))?;
+        let body: Value = serde_json::from_slice(&reply.body)?;
+        let report = match body["Install"].get("Ok") {
+            Some(report) => report,
+            None => bail!("installing {id} failed: {:#}", body["Install"]),
+        };
+        println!(
+            "linked and installed in {:.0} ms:",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        for line in link_lines(report) {
             println!("  {line}");
         }
-        let files = Archive::read("linked", &linked.bytes, &Limits::default())?.files;
-        for component in &linked.report.components {
-            let Role::Process { name: process } = &component.role else {
-                continue;
-            };
-            let wasm = files
-                .get(&component.path)
-                .context("the linked package holds the process")?;
-            let our = format!("node.os@{process}:{id}");
-            let run = host
-                .run_init(wasm, &our)
-                .with_context(|| format!("running {}", component.path))?;
-            println!("ran {our}:");
-            for message in run.print_messages() {
-                println!("  {message}");
+        let processes: Vec<String> = report["processes"]
+            .as_array()
+            .context("processes")?
+            .iter()
+            .filter_map(|p| p.as_str().map(str::to_owned))
+            .collect();
+        if processes.is_empty() {
+            println!("installed: no processes (a library: its API is at /{id}/pkg/api)");
+        }
+        for process in processes {
+            println!("installed: {process}");
+            let printed = node.wait_for_print(|pid, _| pid == process, Duration::from_secs(60));
+            match printed {
+                Some((_, print)) => println!("  {process} printed: {}", print.message),
+                None => bail!("{process} printed nothing: {:?}", node.process(&process)),
             }
         }
     }
     Ok(())
+}
+
+/// One line per component: each library import and the provider that satisfied it.
+fn link_lines(report: &Value) -> Vec<String> {
+    let components = report["link"]["components"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    components
+        .iter()
+        .map(|component| {
+            let path = component["path"].as_str().unwrap_or("?");
+            let imports = component["imports"].as_array().cloned().unwrap_or_default();
+            if imports.is_empty() {
+                return format!("{path}: nothing to link");
+            }
+            let links: Vec<String> = imports
+                .iter()
+                .map(|import| {
+                    let provider = &import["outcome"]["Linked"]["provider"];
+                    format!(
+                        "{} -> {} ({})",
+                        import["name"].as_str().unwrap_or("?"),
+                        provider["path"].as_str().unwrap_or("?"),
+                        provider["archive"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            format!("{path}: {}", links.join(", "))
+        })
+        .collect()
 }

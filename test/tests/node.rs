@@ -217,10 +217,12 @@ fn an_uploaded_app_is_linked_installed_and_runs() {
     let component = &report["link"]["components"][0];
     assert_eq!(component["linked_sha256"], sha256(&wasm));
     // `app` returns from init, so on-exit None takes it out of the process map.
-    assert_eq!(
-        s.node.status("app:app:test.os"),
-        Some(ProcessStatus::Exited)
+    let exited = s.node.wait_for_status(
+        "app:app:test.os",
+        |status| *status == ProcessStatus::Exited,
+        WAIT,
     );
+    assert_eq!(exited, Some(ProcessStatus::Exited));
     let link_json = s
         .file("/app:test.os/pkg/link.json")
         .expect("link.json installed");

@@ -47,5 +47,6 @@ fn describe(name: &str, location: &str, bytes: &[u8]) -> Result<ApiInfo, LinkerE
         sha256: description.api.sha256,
         interfaces,
         wit_files: description.wit,
+        dependents: store::dependents(name).map_err(LinkerError::Unreadable)?,
     })
 }

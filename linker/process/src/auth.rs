@@ -2,7 +2,7 @@
 //! linker's messaging capability (which the kernel checks they hold before delivering it). A VFS
 //! path is read for a sender only if it could read it itself.
 
-use kinode_process_lib::{Address, Message};
+use kinode_process_lib::{Address, Capability, Message};
 
 use crate::api::LinkerError;
 
@@ -33,8 +33,12 @@ fn holds_messaging(our: &Address, message: &Message) -> bool {
 /// Whether the sender may have the linker read `path` for it: a path in the sender's own
 /// package, or one it attached a VFS read (or root) capability for. The linker holds the VFS root
 /// capability, so without this check any local process could read any drive through it.
-pub fn may_read(our: &Address, message: &Message, path: &str) -> Result<(), LinkerError> {
-    let source = message.source();
+pub fn may_read(
+    our: &Address,
+    source: &Address,
+    capabilities: &[Capability],
+    path: &str,
+) -> Result<(), LinkerError> {
     let mut parts = path.trim_start_matches('/').split('/');
     let (package, drive) = (parts.next().unwrap_or_default(), parts.next());
     if package == source.package_id().to_string() {
@@ -42,7 +46,7 @@ pub fn may_read(our: &Address, message: &Message, path: &str) -> Result<(), Link
     }
     let vfs = Address::new(our.node(), ("vfs", "distro", "sys"));
     let drive_path = format!("/{package}/{}", drive.unwrap_or_default());
-    let allowed = message.capabilities().iter().any(|cap| {
+    let allowed = capabilities.iter().any(|cap| {
         cap.issuer() == &vfs
             && cap.params_json().is_ok_and(|params| {
                 params == serde_json::json!({ "root": true })

@@ -4,12 +4,30 @@
 
 use kinode_process_lib::kernel_types::Erc721Metadata;
 
-use kinode_process_lib::{Address, Message};
+use kinode_process_lib::{Address, Capability, Message};
 
 use crate::api::{self, ApiSource, LinkRequest, LinkerError, PackageSource};
 use crate::auth;
 use crate::node;
 use crate::store;
+
+/// Who a request is gathered for: its sender, the capabilities it attached, and its blob.
+pub struct Caller<'a> {
+    pub source: &'a Address,
+    pub capabilities: &'a [Capability],
+    pub blob: Option<Vec<u8>>,
+}
+
+impl<'a> Caller<'a> {
+    /// The sender of `message`.
+    pub fn of(message: &'a Message) -> Self {
+        Caller {
+            source: message.source(),
+            capabilities: message.capabilities(),
+            blob: message.blob().map(|blob| blob.bytes),
+        }
+    }
+}
 
 /// An input, named as the linker reports it.
 pub struct Named {
@@ -77,11 +95,11 @@ impl LinkRequest {
 /// as the app store serves them; VFS paths only as far as the sender may read them.
 pub fn gather(
     our: &Address,
-    message: &Message,
+    caller: &Caller<'_>,
     request: &LinkRequest,
 ) -> Result<Inputs, LinkerError> {
     for path in request.source_paths() {
-        auth::may_read(our, message, path)?;
+        auth::may_read(our, caller.source, caller.capabilities, path)?;
     }
     let metadata = match &request.metadata {
         None => None,
@@ -96,10 +114,7 @@ pub fn gather(
         .map(|(_, m)| format!("{}:{}", m.properties.package_name, m.properties.publisher));
     let (package, installed_id) = match &request.source {
         PackageSource::Blob => {
-            let bytes = message
-                .blob()
-                .map(|blob| blob.bytes)
-                .ok_or(LinkerError::NoBlob)?;
+            let bytes = caller.blob.clone().ok_or(LinkerError::NoBlob)?;
             let name = metadata_id
                 .clone()
                 .unwrap_or_else(|| "uploaded package".to_owned());

@@ -6,7 +6,7 @@ use linker_core::{Compression, Input, Options};
 
 use crate::api::{self, LinkRequest, LinkerError};
 use crate::convert;
-use crate::inputs::{self, Inputs};
+use crate::inputs::{self, Caller, Inputs};
 use crate::install;
 use crate::store;
 
@@ -45,19 +45,20 @@ fn answer(
         return (refusal(&request, error), None);
     }
     match request {
-        api::Request::Link(request) => match link(our, message, &request) {
+        api::Request::Link(request) => match link(our, &Caller::of(message), &request) {
             Ok((_, linked)) => (api::Response::Link(Ok(linked.report)), Some(linked.bytes)),
             Err(error) => (api::Response::Link(Err(error)), None),
         },
         api::Request::Install(request) => (
-            api::Response::Install(install_package(our, message, &request)),
+            api::Response::Install(install_package(our, &Caller::of(message), &request)),
             None,
         ),
         api::Request::Explain(request) => (
-            api::Response::Explain(explain(our, message, &request)),
+            api::Response::Explain(explain(our, &Caller::of(message), &request)),
             None,
         ),
         api::Request::ListApis => (api::Response::ListApis(crate::apis::list()), None),
+        api::Request::Linked(id) => (api::Response::Linked(linked(&id)), None),
     }
 }
 
@@ -68,6 +69,7 @@ fn refusal(request: &api::Request, error: LinkerError) -> api::Response {
         api::Request::Install(_) => api::Response::Install(Err(error)),
         api::Request::Explain(_) => api::Response::Explain(Err(error)),
         api::Request::ListApis => api::Response::ListApis(Err(error)),
+        api::Request::Linked(_) => api::Response::Linked(Err(error)),
     }
 }
 
@@ -90,10 +92,10 @@ fn options() -> Options {
 /// zips consumed are mirrored.
 fn link(
     our: &Address,
-    message: &Message,
+    caller: &Caller<'_>,
     request: &LinkRequest,
 ) -> Result<(Inputs, Linked), LinkerError> {
-    let inputs = inputs::gather(our, message, request)?;
+    let inputs = inputs::gather(our, caller, request)?;
     let package_sha = store::sha256_hex(&inputs.package.bytes);
     let digests = inputs.api_digests();
     let apis: Vec<(&str, &str)> = digests
@@ -138,14 +140,24 @@ fn link(
 
 fn install_package(
     our: &Address,
-    message: &Message,
+    caller: &Caller<'_>,
     request: &LinkRequest,
+) -> Result<api::InstallReport, LinkerError> {
+    install_package_with(our, caller, request, true)
+}
+
+/// Links and installs; with `relink_dependents`, then re-links what was linked against it.
+fn install_package_with(
+    our: &Address,
+    caller: &Caller<'_>,
+    request: &LinkRequest,
+    relink_dependents: bool,
 ) -> Result<api::InstallReport, LinkerError> {
     // The id is needed before linking, so a package without one is refused without work.
     if request.metadata.is_none() && !matches!(request.source, api::PackageSource::Installed(_)) {
         return Err(LinkerError::NoPackageId);
     }
-    let (inputs, linked) = link(our, message, request)?;
+    let (inputs, linked) = link(our, caller, request)?;
     let package = inputs.package_id.clone().ok_or(LinkerError::NoPackageId)?;
     let previous = store::record(&package).map_err(LinkerError::Unreadable)?;
     let wit_version = inputs
@@ -178,12 +190,20 @@ fn install_package(
             .map(|d| (d.name, d.sha256))
             .collect(),
     };
-    if let Err(failure) = store::save_record(&record) {
+    let libraries = record.apis.iter().map(|(name, _)| name.clone()).collect();
+    if let Err(failure) =
+        store::save_record(&record).and_then(|()| store::index_links(&package, libraries))
+    {
         println!(
             "linker: installed {package} but cannot record it: {}",
             failure.reason
         );
     }
+    let relinked = if relink_dependents {
+        relink(our, &package)
+    } else {
+        Vec::new()
+    };
     Ok(api::InstallReport {
         package,
         version_hash,
@@ -191,15 +211,94 @@ fn install_package(
         link: linked.report,
         processes: installed.processes,
         replaced: installed.replaced,
+        relinked,
     })
+}
+
+/// Re-links and re-installs, one at a time, every installed package the linker linked against
+/// `library`; one that no longer links, or whose install fails, keeps its previous version.
+fn relink(our: &Address, library: &str) -> Vec<api::Relink> {
+    let dependents = match store::dependents(library) {
+        Ok(dependents) => dependents,
+        Err(failure) => {
+            println!(
+                "linker: cannot read the dependents of {library}: {}",
+                failure.reason
+            );
+            return Vec::new();
+        }
+    };
+    dependents
+        .into_iter()
+        .filter(|dependent| dependent != library)
+        .map(|dependent| {
+            let outcome = match relink_one(our, &dependent) {
+                Ok(report) => api::RelinkOutcome::Relinked(report.linked_hash),
+                Err(error) => {
+                    println!("linker: {dependent} keeps its previous version: {error:?}");
+                    api::RelinkOutcome::Kept(error)
+                }
+            };
+            api::Relink {
+                package: dependent,
+                outcome,
+            }
+        })
+        .collect()
+}
+
+/// Re-links an installed package from the zip it was installed from, against the current
+/// versions of the APIs it was linked against, and installs it.
+fn relink_one(our: &Address, package: &str) -> Result<api::InstallReport, LinkerError> {
+    let record = store::record(package)
+        .map_err(LinkerError::Unreadable)?
+        .ok_or_else(|| LinkerError::NotLinked(package.to_owned()))?;
+    let id = |name: &str| {
+        name.split_once(':')
+            .map(|(package_name, publisher_node)| api::PackageId {
+                package_name: package_name.to_owned(),
+                publisher_node: publisher_node.to_owned(),
+            })
+    };
+    let request = LinkRequest {
+        source: api::PackageSource::Installed(id(package).ok_or(LinkerError::NoPackageId)?),
+        metadata: record.metadata.clone(),
+        apis: record
+            .apis
+            .iter()
+            .filter_map(|(name, _)| id(name))
+            .map(api::ApiSource::Installed)
+            .collect(),
+    };
+    let caller = Caller {
+        source: our,
+        capabilities: &[],
+        blob: None,
+    };
+    install_package_with(our, &caller, &request, false)
+}
+
+/// What was linked into an installed package, from its `pkg/link.json`.
+fn linked(id: &api::PackageId) -> Result<api::LinkReport, LinkerError> {
+    let package = inputs::id_string(id);
+    let drive = format!("/{package}/pkg");
+    if !crate::node::is_file(&format!("{drive}/manifest.json")).map_err(LinkerError::Unreadable)? {
+        return Err(LinkerError::NotInstalled(package));
+    }
+    let bytes = crate::node::read_if_exists(&format!("{drive}/link.json"))
+        .map_err(LinkerError::Unreadable)?
+        .ok_or_else(|| LinkerError::NotLinked(package.clone()))?;
+    let report: linker_core::LinkReport = serde_json::from_slice(&bytes)
+        .map_err(|e| LinkerError::BadMetadata(format!("{drive}/link.json: {e}")))?;
+    Ok(convert::link_report(&report, false))
 }
 
 fn explain(
     our: &Address,
-    message: &Message,
+    caller: &Caller<'_>,
     request: &LinkRequest,
 ) -> Result<api::Explanation, LinkerError> {
-    let inputs = inputs::gather(our, message, request)?;
+    let inputs = inputs::gather(our, caller, request)?;
     let apis: Vec<Input<'_>> = inputs
         .apis
         .iter()

@@ -19,6 +19,8 @@ const CACHE: &str = "/linker:sys/cache";
 const APIS: &str = "/linker:sys/apis";
 const PACKAGES: &str = "/linker:sys/packages";
 const BACKUP: &str = "/linker:sys/backup";
+/// For every package the linker installed, the APIs it was linked against.
+const INDEX: &str = "/linker:sys/packages/index.json";
 
 /// Creates the linker's drives (the linker may do anything in its own package's drives).
 pub fn prepare() -> Result<(), StepFailure> {
@@ -157,6 +159,33 @@ pub fn save_record(record: &Record) -> Result<(), StepFailure> {
         reason: e.to_string(),
     })?;
     node::write(&path, json)
+}
+
+/// The index: package -> the APIs it was linked against (its reverse is library -> dependents).
+fn index() -> Result<std::collections::BTreeMap<String, Vec<String>>, StepFailure> {
+    Ok(node::read_if_exists(INDEX)?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default())
+}
+
+/// Records which APIs `package` is now linked against.
+pub fn index_links(package: &str, apis: Vec<String>) -> Result<(), StepFailure> {
+    let mut index = index()?;
+    index.insert(package.to_owned(), apis);
+    let json = serde_json::to_vec_pretty(&index).map_err(|e| StepFailure {
+        step: format!("Write {INDEX}"),
+        reason: e.to_string(),
+    })?;
+    node::write(INDEX, json)
+}
+
+/// The installed packages linked against `library`, sorted.
+pub fn dependents(library: &str) -> Result<Vec<String>, StepFailure> {
+    Ok(index()?
+        .into_iter()
+        .filter(|(_, apis)| apis.iter().any(|api| api == library))
+        .map(|(package, _)| package)
+        .collect())
 }
 
 /// Keeps the files of the version an install is replacing until the install is done.

@@ -179,6 +179,7 @@ fn builds_every_fixture() {
             "echo",
             "mathlib",
             "mathlib.v2",
+            "mathlib.v3",
             "probe",
             "selfish",
             "textlib"

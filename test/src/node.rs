@@ -1,0 +1,205 @@
+//! Support for tests of the linker process on the test node: a node with `linker:sys` booted, a
+//! local tester that may install, and helpers to send the API's JSON requests and read answers.
+
+use std::time::Duration;
+
+use linker_fixtures::{linker_package, Fixtures};
+use linker_test_host::caps;
+use linker_test_host::{Mailbox, Node};
+use serde_json::{json, Value};
+
+/// The test node's name.
+pub const NODE: &str = "fake.os";
+/// The linker process's address.
+pub const LINKER: &str = "fake.os@linker:linker:sys";
+/// The test's own process: package `tester:test.os`, whose drive it may ask the linker to read.
+pub const TESTER: &str = "fake.os@tester:tester:test.os";
+/// How long to wait for a process to print or change state.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// The fixture packages, built once.
+pub fn fixtures() -> &'static Fixtures {
+    linker_fixtures::build().expect("fixtures build (needs `rustup target add wasm32-wasip1`)")
+}
+
+/// Reads a file the test needs.
+pub fn read(path: std::path::PathBuf) -> Vec<u8> {
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A node with the linker booted, and a local tester that holds the linker's messaging
+/// capability.
+pub struct Session {
+    /// The node.
+    pub node: Node,
+    /// A local process that holds the linker's messaging capability.
+    pub tester: Mailbox,
+}
+
+impl Session {
+    /// Boots a node with the linker and a local tester that holds its messaging capability.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        let linker = linker_package().expect("the linker package builds");
+        let node = Node::new(NODE).expect("the test node starts");
+        node.boot_package("linker:sys", &linker.zip, Some(1))
+            .expect("the linker boots");
+        let tester = Session::local_sender(&node, TESTER);
+        node.grant(&process(TESTER), vec![caps::messaging(LINKER)]);
+        Session { node, tester }
+    }
+
+    /// A local process that can hear the linker's answers: as a terminal script's
+    /// `grant_capabilities` would, it gives the linker a messaging capability to itself (the
+    /// kernel checks responses like requests).
+    pub fn local_sender(node: &Node, address: &str) -> Mailbox {
+        let mailbox = node.mailbox(address, false);
+        node.grant("linker:linker:sys", vec![caps::messaging(address)]);
+        mailbox
+    }
+
+    /// Sends a request from `from`, attaching `caps`, and returns the response body and blob.
+    pub fn ask(
+        &self,
+        from: &Mailbox,
+        request: Value,
+        blob: Option<Vec<u8>>,
+        caps: Vec<linker_test_host::Capability>,
+    ) -> (Value, Option<Vec<u8>>) {
+        let reply = from
+            .request(LINKER, request.to_string(), blob, caps, 120)
+            .unwrap_or_else(|e| panic!("the linker answers: {e:?}"));
+        let body: Value = serde_json::from_slice(&reply.body).expect("the response is JSON");
+        (body, reply.blob)
+    }
+
+    /// Installs fixture `name` from the tester: the zip as the blob, its metadata, and `apis` as
+    /// VFS paths in the tester's drive. Returns the `Install` result (`{"Ok": ..}` or `{"Err": ..}`).
+    pub fn install(&self, name: &str, apis: &[&str]) -> Value {
+        self.install_with(name, apis, vec![caps::messaging(LINKER)])
+    }
+
+    /// [`Session::install`], attaching `attach` instead of the linker's messaging capability.
+    pub fn install_with(
+        &self,
+        name: &str,
+        apis: &[&str],
+        attach: Vec<linker_test_host::Capability>,
+    ) -> Value {
+        let f = fixtures();
+        let metadata = String::from_utf8(read(f.metadata(name))).expect("metadata is text");
+        let request = json!({"Install": {
+            "source": "Blob",
+            "metadata": metadata,
+            "apis": self.upload_apis(apis),
+        }});
+        let (body, _) = self.ask(&self.tester, request, Some(read(f.package(name))), attach);
+        body["Install"].clone()
+    }
+
+    /// Writes fixture APIs into the tester's drive and names them as VFS paths.
+    pub fn upload_apis(&self, apis: &[&str]) -> Vec<Value> {
+        apis.iter()
+            .map(|api| {
+                let f = fixtures();
+                let path = format!("/tester:test.os/uploads/{}-api.zip", f.id(api));
+                self.node
+                    .write_file(&path, &read(f.api(api)))
+                    .expect("writing into the tester's drive");
+                json!({ "VfsPath": path })
+            })
+            .collect()
+    }
+
+    /// Waits until process `id` prints `line`.
+    pub fn wait_for(&self, id: &str, line: &str) {
+        let found = self
+            .node
+            .wait_for_print(|pid, message| pid == id && message == line, WAIT);
+        assert!(
+            found.is_some(),
+            "{id} did not print {line:?}; prints: {:#?}",
+            self.node.prints()
+        );
+    }
+
+    /// How many times process `id` printed `line`.
+    pub fn printed(&self, id: &str, line: &str) -> usize {
+        self.node
+            .prints()
+            .iter()
+            .filter(|(pid, print)| pid == id && print.message == line)
+            .count()
+    }
+
+    /// A file in the node's VFS.
+    pub fn file(&self, path: &str) -> Option<Vec<u8>> {
+        self.node.read_file(path)
+    }
+}
+
+/// `process:package:publisher` of an address.
+pub fn process(address: &str) -> String {
+    address
+        .split_once('@')
+        .map_or(address, |(_, p)| p)
+        .to_owned()
+}
+
+/// The `Ok` of a result, or a panic showing the error.
+pub fn ok(result: &Value) -> &Value {
+    result
+        .get("Ok")
+        .unwrap_or_else(|| panic!("expected Ok, got {result:#}"))
+}
+
+/// The `Err` of a result, or a panic showing the success.
+pub fn err(result: &Value) -> &Value {
+    result
+        .get("Err")
+        .unwrap_or_else(|| panic!("expected Err, got {result:#}"))
+}
+
+/// The install report's `import -> provider` pairs of one component.
+pub fn links(report: &Value, path: &str) -> Vec<(String, String)> {
+    let components = report["link"]["components"].as_array().expect("components");
+    let component = components
+        .iter()
+        .find(|c| c["path"] == path)
+        .unwrap_or_else(|| panic!("no component {path} in {report:#}"));
+    component["imports"]
+        .as_array()
+        .expect("imports")
+        .iter()
+        .map(|import| {
+            let provider = &import["outcome"]["Linked"]["provider"];
+            (
+                import["name"].as_str().unwrap_or_default().to_owned(),
+                format!(
+                    "{}/{}",
+                    provider["archive"].as_str().unwrap_or("?"),
+                    provider["path"].as_str().unwrap_or("?")
+                ),
+            )
+        })
+        .collect()
+}
+
+/// An `(import, provider)` pair as [`links`] returns them.
+pub fn pair(import: &str, provider: &str) -> (String, String) {
+    (import.to_owned(), provider.to_owned())
+}
+
+/// mathlib's interface.
+pub const MATHLIB: &str = "kinode:process/mathlib@1.0.0";
+/// textlib's interface.
+pub const TEXTLIB: &str = "kinode:process/textlib@1.0.0";

@@ -127,6 +127,30 @@ pub fn gather(
                 .unwrap_or_else(|| file_name(path).to_owned());
             (Named { name, bytes }, None)
         }
+        PackageSource::Download(download) => {
+            let id = id_string(&download.package);
+            let path = format!(
+                "/app-store:sys/downloads/{id}/{}.zip",
+                download.version_hash
+            );
+            let bytes = node::read_if_exists(&path)
+                .map_err(LinkerError::Unreadable)?
+                .ok_or_else(|| LinkerError::NotInstalled(format!("{id} (no download {path})")))?;
+            let sha256 = store::sha256_hex(&bytes);
+            if sha256 != download.version_hash {
+                return Err(LinkerError::Unreadable(api::StepFailure {
+                    step: format!("Read {path}"),
+                    reason: format!("its SHA-256 is {sha256}, not the version hash"),
+                }));
+            }
+            (
+                Named {
+                    name: id.clone(),
+                    bytes,
+                },
+                Some(id),
+            )
+        }
         PackageSource::Installed(id) => {
             let id = id_string(id);
             let path = format!("/{id}/pkg/{id}.zip");
@@ -143,6 +167,10 @@ pub fn gather(
         }
     };
     let package_id = installed_id.or(metadata_id);
+    let metadata = match (metadata, &request.source) {
+        (None, PackageSource::Download(download)) => chain_metadata(&download.package)?,
+        (metadata, _) => metadata,
+    };
 
     let mut apis = Vec::new();
     for source in &request.apis {
@@ -169,6 +197,10 @@ pub fn gather(
         let bytes = node_api(&dependency)?.ok_or_else(|| {
             LinkerError::MissingDependency(api::MissingDependency {
                 package: package_id.clone().unwrap_or_else(|| package.name.clone()),
+                hint: format!(
+                    "install {dependency} first (from the app store, or `link:linker:sys <its zip> \
+                     --install`), or pass its API zip"
+                ),
                 dependency: dependency.clone(),
             })
         })?;
@@ -281,6 +313,38 @@ fn node_apis(
         }
     }
     Ok(pool)
+}
+
+/// The metadata the app store's `chain:app-store:sys` has for a package, in `metadata.json` form;
+/// `None` if it does not answer or has none (the package is then linked without dependencies).
+fn chain_metadata(id: &api::PackageId) -> Result<Option<(String, Erc721Metadata)>, LinkerError> {
+    let request = serde_json::json!({ "GetApp": id });
+    let answer = kinode_process_lib::Request::to(("our", "chain", "app-store", "sys"))
+        .body(request.to_string())
+        .send_and_await_response(5);
+    let Ok(Ok(message)) = answer else {
+        return Ok(None);
+    };
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(message.body()) else {
+        return Ok(None);
+    };
+    let mut metadata = answer["GetApp"]["metadata"].clone();
+    if metadata.is_null() {
+        return Ok(None);
+    }
+    // On chain, code_hashes is a list of [version, hash]; metadata.json has a map.
+    let hashes = &mut metadata["properties"]["code_hashes"];
+    if let Some(pairs) = hashes.as_array() {
+        let map: serde_json::Map<String, serde_json::Value> = pairs
+            .iter()
+            .filter_map(|pair| Some((pair.get(0)?.as_str()?.to_owned(), pair.get(1)?.clone())))
+            .collect();
+        *hashes = serde_json::Value::Object(map);
+    }
+    let text = metadata.to_string();
+    let parsed = serde_json::from_value(metadata)
+        .map_err(|e| LinkerError::BadMetadata(format!("chain:app-store:sys metadata: {e}")))?;
+    Ok(Some((text, parsed)))
 }
 
 /// The API zip of a package on this node: installed (`/{pkg}/pkg/api.zip`), else mirrored.

@@ -16,8 +16,9 @@ pub fn handle(our: &Address, message: &Message) {
         return;
     }
     let (response, blob) = match serde_json::from_slice::<api::Request>(message.body()) {
-        Err(error) => (api::Response::BadRequest(error.to_string()), None),
         Ok(request) => answer(our, message, request),
+        Err(_) if is_sideload(our, message) => sideload(our, message),
+        Err(error) => (api::Response::BadRequest(error.to_string()), None),
     };
     let body = match serde_json::to_vec(&response) {
         Ok(body) => body,
@@ -33,6 +34,31 @@ pub fn handle(our: &Address, message: &Message) {
     if let Err(error) = reply.send() {
         println!("linker: cannot respond to {}: {error}", message.source());
     }
+}
+
+/// Whether `message` is a kit-style upload: from this node's `http-server:distro:sys` (whose
+/// `/rpc:distro:sys/message` is local-only), with a `metadata.json` as the body.
+fn is_sideload(our: &Address, message: &Message) -> bool {
+    let source = message.source();
+    source.node() == our.node()
+        && source.process == "http-server:distro:sys"
+        && serde_json::from_slice::<kinode_process_lib::kernel_types::Erc721Metadata>(
+            message.body(),
+        )
+        .is_ok()
+}
+
+/// Installs a kit-style upload: the package zip is the blob, its metadata the body. The linker
+/// granted `http-server:distro:sys` its messaging capability for exactly this, so the upload
+/// counts as authorised; the answer is the install's JSON.
+fn sideload(our: &Address, message: &Message) -> (api::Response, Option<Vec<u8>>) {
+    let request = LinkRequest {
+        source: api::PackageSource::Blob,
+        metadata: Some(String::from_utf8_lossy(message.body()).into_owned()),
+        apis: Vec::new(),
+    };
+    let result = install_package(our, &Caller::of(message), &request);
+    (api::Response::Install(result), None)
 }
 
 fn answer(
@@ -154,7 +180,11 @@ fn install_package_with(
     relink_dependents: bool,
 ) -> Result<api::InstallReport, LinkerError> {
     // The id is needed before linking, so a package without one is refused without work.
-    if request.metadata.is_none() && !matches!(request.source, api::PackageSource::Installed(_)) {
+    let id_known = matches!(
+        request.source,
+        api::PackageSource::Installed(_) | api::PackageSource::Download(_)
+    );
+    if request.metadata.is_none() && !id_known {
         return Err(LinkerError::NoPackageId);
     }
     let (inputs, linked) = link(our, caller, request)?;

@@ -2,7 +2,7 @@
 //! (what is wrong, then what to do). Hashes are shown by their first 12 hex digits.
 
 use crate::api::{
-    ApiInfo, ComponentReport, Explanation, ImportReport, InstallReport, LinkReport, LinkerError,
+    ApiInfo, ComponentReport, CopiedFile, Explanation, ImportReport, InstallReport, LinkReport, LinkerError,
     Origin, Outcome, PreviousVersion, RelinkOutcome, Role, UnresolvedImport,
 };
 
@@ -16,13 +16,7 @@ pub fn link_report(title: &str, report: &LinkReport) -> String {
         names(report.apis.iter().map(|api| api.name.as_str())),
         if report.cached { " (cached)" } else { "" }
     )];
-    lines.extend(components(&report.components));
-    lines.extend(
-        report
-            .copied
-            .iter()
-            .map(|copied| format!("  copied {} from {}", copied.path, copied.from)),
-    );
+    lines.extend(components(&report.components, &report.copied));
     lines.join("\n")
 }
 
@@ -33,7 +27,7 @@ pub fn explanation(explanation: &Explanation) -> String {
         explanation.package,
         names(explanation.apis.iter().map(|api| api.name.as_str()))
     )];
-    lines.extend(components(&explanation.components));
+    lines.extend(components(&explanation.components, &[]));
     lines.join("\n")
 }
 
@@ -231,21 +225,34 @@ fn unresolved(imports: &[UnresolvedImport]) -> String {
     )
 }
 
-/// One row per library import: component (and role), import, outcome.
-fn components(components: &[ComponentReport]) -> Vec<String> {
+/// One row per library import: component (and role), import, outcome. Components with no
+/// library imports are named on one line, except the files copied from APIs (`copied` lists them).
+fn components(components: &[ComponentReport], copied: &[CopiedFile]) -> Vec<String> {
     let mut rows = Vec::new();
+    let mut idle = Vec::new();
     for component in components {
-        let name = format!("{} ({})", component.path, role(&component.role));
         if component.imports.is_empty() {
-            rows.push([name, "-".to_owned(), "nothing to link".to_owned()]);
+            if !copied.iter().any(|file| file.path == component.path) {
+                idle.push(component.path.as_str());
+            }
             continue;
         }
+        let name = format!("{} ({})", component.path, role(&component.role));
         for (index, import) in component.imports.iter().enumerate() {
             let first = if index == 0 { name.clone() } else { String::new() };
             rows.push([first, import_name(component, import), outcome(&import.outcome)]);
         }
     }
-    table(&rows, "  ")
+    let mut lines = table(&rows, "  ");
+    if !idle.is_empty() {
+        lines.push(format!("  nothing to link in {}", idle.join(", ")));
+    }
+    lines.extend(
+        copied
+            .iter()
+            .map(|file| format!("  copied {} from {}", file.path, file.from)),
+    );
+    lines
 }
 
 fn role(role: &Role) -> String {

@@ -7,9 +7,7 @@
 #![cfg(target_arch = "wasm32")]
 
 use kinode_process_lib::{script, Address};
-use linker_script::api::{
-    export, ApiSource, Guest, LinkRequest, PackageSource, Request, Response,
-};
+use linker_script::api::{export, ApiSource, Guest, LinkRequest, PackageSource, Request, Response};
 use linker_script::show;
 
 script!(init);
@@ -72,7 +70,9 @@ fn parse(args: &str) -> Result<(Mode, LinkRequest), String> {
     while let Some(word) = words.next() {
         match word {
             "--api" => {
-                let api = words.next().ok_or("--api needs a package id or a VFS path")?;
+                let api = words
+                    .next()
+                    .ok_or("--api needs a package id or a VFS path")?;
                 apis.push(match source(api)? {
                     PackageSource::Installed(id) => ApiSource::Installed(id),
                     PackageSource::VfsPath(path) => ApiSource::VfsPath(path),

@@ -20,9 +20,10 @@ fn run(our: &Address, args: &str) -> Result<String, String> {
     let words: Vec<&str> = args.split_whitespace().collect();
     let request = match words.as_slice() {
         [] => Request::ListApis,
-        [word] => Request::Linked(linker_script::package_id(word).ok_or_else(|| {
-            format!("`{word}` is not a package id (name:publisher); {USAGE}")
-        })?),
+        [word] => Request::Linked(
+            linker_script::package_id(word)
+                .ok_or_else(|| format!("`{word}` is not a package id (name:publisher); {USAGE}"))?,
+        ),
         _ => return Err(format!("one package at most; {USAGE}")),
     };
     match linker_script::ask(our, &request, Vec::new())? {

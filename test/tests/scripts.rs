@@ -87,7 +87,10 @@ impl Session {
             )
             .unwrap_or_else(|e| panic!("the linker answers: {e:?}"));
         let body = reply.json();
-        assert!(body["Install"].get("Ok").is_some(), "installing {name}: {body:#}");
+        assert!(
+            body["Install"].get("Ok").is_some(),
+            "installing {name}: {body:#}"
+        );
     }
 
     /// Writes a fixture's API zip into the tester's drive; returns its VFS path.
@@ -179,7 +182,10 @@ fn link_install_reinstalls_and_relinks_dependents() {
     s.install("mathlib", &[]);
     s.install("app", &[]);
     s.node
-        .wait_for_print(|id, line| id == "app:app:test.os" && line == expect::app(), WAIT)
+        .wait_for_print(
+            |id, line| id == "app:app:test.os" && line == expect::app(),
+            WAIT,
+        )
         .expect("the app runs");
     let app = sha256(&read(fixtures().package("app")));
     let output = s.run(
@@ -237,7 +243,10 @@ fn link_explain_says_why_a_provider_is_rejected() {
     let s = Session::new();
     let package = s.upload_package("app");
     let api = s.upload_api("badmath");
-    let output = s.run("link:linker:sys", &format!("{package} --api {api} --explain"));
+    let output = s.run(
+        "link:linker:sys",
+        &format!("{package} --api {api} --explain"),
+    );
     let lines: Vec<&str> = output.lines().collect();
     assert_eq!(
         lines[0],
@@ -337,7 +346,11 @@ fn errors_are_one_line_saying_what_to_do() {
 fn bad_arguments_get_a_usage_line() {
     let s = Session::new();
     let cases = [
-        ("link:linker:sys", "", format!("link: name a package; {LINK_USAGE}")),
+        (
+            "link:linker:sys",
+            "",
+            format!("link: name a package; {LINK_USAGE}"),
+        ),
         (
             "link:linker:sys",
             "app:test.os --frob",

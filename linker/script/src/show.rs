@@ -2,8 +2,8 @@
 //! (what is wrong, then what to do). Hashes are shown by their first 12 hex digits.
 
 use crate::api::{
-    ApiInfo, ComponentReport, CopiedFile, Explanation, ImportReport, InstallReport, LinkReport, LinkerError,
-    Origin, Outcome, PreviousVersion, RelinkOutcome, Role, UnresolvedImport,
+    ApiInfo, ComponentReport, CopiedFile, Explanation, ImportReport, InstallReport, LinkReport,
+    LinkerError, Origin, Outcome, PreviousVersion, RelinkOutcome, Role, UnresolvedImport,
 };
 
 /// How many hex digits of a hash are shown.
@@ -76,7 +76,13 @@ pub fn apis(apis: &[ApiInfo]) -> String {
     for api in apis {
         let height = api.interfaces.len().max(api.dependents.len()).max(1);
         for index in 0..height {
-            let first = |text: &str| if index == 0 { text.to_owned() } else { String::new() };
+            let first = |text: &str| {
+                if index == 0 {
+                    text.to_owned()
+                } else {
+                    String::new()
+                }
+            };
             let cell = |list: &[String]| {
                 list.get(index)
                     .cloned()
@@ -140,7 +146,10 @@ pub fn linker_error(error: &LinkerError) -> String {
             trim(&failure.reason)
         ),
         LinkerError::BadMetadata(reason) => {
-            format!("bad metadata ({}): fix the package's metadata.json", trim(reason))
+            format!(
+                "bad metadata ({}): fix the package's metadata.json",
+                trim(reason)
+            )
         }
         LinkerError::NoPackageId => {
             "installing needs the package id: name an installed package (name:publisher) \
@@ -239,8 +248,16 @@ fn components(components: &[ComponentReport], copied: &[CopiedFile]) -> Vec<Stri
         }
         let name = format!("{} ({})", component.path, role(&component.role));
         for (index, import) in component.imports.iter().enumerate() {
-            let first = if index == 0 { name.clone() } else { String::new() };
-            rows.push([first, import_name(component, import), outcome(&import.outcome)]);
+            let first = if index == 0 {
+                name.clone()
+            } else {
+                String::new()
+            };
+            rows.push([
+                first,
+                import_name(component, import),
+                outcome(&import.outcome),
+            ]);
         }
     }
     let mut lines = table(&rows, "  ");

@@ -61,7 +61,8 @@ impl Terminal {
         let manifest = self
             .read(&format!("/{package}/pkg/scripts.json"))
             .context("NoScriptsManifest")?;
-        let manifest: Value = serde_json::from_slice(&manifest).context("InvalidScriptsManifest")?;
+        let manifest: Value =
+            serde_json::from_slice(&manifest).context("InvalidScriptsManifest")?;
         let file = format!("{}.wasm", id.process_name);
         let entry = manifest
             .get(&file)
@@ -147,8 +148,12 @@ impl Terminal {
 
     /// Sends a kernel command that has no response.
     fn kernel(&self, command: Value) {
-        self.mailbox
-            .send(&format!("{}@{KERNEL}", self.our), command.to_string(), None, Vec::new());
+        self.mailbox.send(
+            &format!("{}@{KERNEL}", self.our),
+            command.to_string(),
+            None,
+            Vec::new(),
+        );
     }
 
     /// Sends a kernel command and requires the response `expected`.

@@ -5,7 +5,7 @@
 #![cfg(target_arch = "wasm32")]
 
 use kinode_process_lib::{script, Address};
-use linker_script::api::{export, Guest, Request, Response};
+use linker_script::api::{export, Guest, LinkerError, Request, Response};
 use linker_script::show;
 
 script!(init);
@@ -31,6 +31,10 @@ fn run(our: &Address, args: &str) -> Result<String, String> {
         Response::Linked(Ok(report)) => Ok(show::link_report(
             &format!("{} was linked", report.package.name),
             &report,
+        )),
+        Response::Linked(Err(LinkerError::NotInstalled(package))) => Err(format!(
+            "{package} is not installed on this node: `linked:linker:sys` with no argument lists \
+             the linked packages"
         )),
         Response::ListApis(Err(error)) | Response::Linked(Err(error)) => {
             Err(show::linker_error(&error))

@@ -327,8 +327,8 @@ fn errors_are_one_line_saying_what_to_do() {
         (
             "linked:linker:sys",
             "nothere:test.os",
-            "linked: nothere:test.os is not installed on this node: install it first, or give \
-             the VFS path of its zip",
+            "linked: nothere:test.os is not installed on this node: `linked:linker:sys` with no \
+             argument lists the linked packages",
         ),
         (
             "link:linker:sys",

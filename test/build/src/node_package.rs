@@ -1,11 +1,13 @@
 //! Builds the linker's own package, `linker:sys` (the repository root is its kit package
 //! directory), as kit would build it:
 //!
-//! 1. `cargo build -p linker-process --target wasm32-wasip1 --profile node --locked` over the root
-//!    workspace, in its own target directory `<root target>/node/cargo` (the process's build script
-//!    writes `linker/process/target/wit/` as kit does);
-//! 2. componentize the core module with the 27.0.0 reactor adapter into `pkg/linker.wasm`;
-//! 3. zip `pkg/` (manifest.json, scripts.json, linker.wasm) kit-style into
+//! 1. `cargo build -p linker-process -p <each script crate> --target wasm32-wasip1 --profile node
+//!    --locked` over the root workspace, in its own target directory `<root target>/node/cargo`
+//!    (the build script writes `linker/process/target/wit/` and `linker/script/target/wit/` as kit
+//!    does);
+//! 2. componentize each core module with the 27.0.0 reactor adapter into `pkg/linker.wasm` and
+//!    the terminal scripts `pkg/link.wasm`, `pkg/apis.wasm`, `pkg/linked.wasm`;
+//! 3. zip `pkg/` (manifest.json, scripts.json and those components) kit-style into
 //!    `<root target>/node/linker:sys.zip`.
 
 use std::collections::BTreeMap;
@@ -16,6 +18,14 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use anyhow::{Context, Result};
 
 use crate::{cargo_command, componentize, repo_root, run, target_dir, write_if_changed, zip_files};
+
+/// The package's components: `pkg/` file, crate, and core module built by cargo.
+const COMPONENTS: [(&str, &str, &str); 4] = [
+    ("linker.wasm", "linker-process", "linker_process.wasm"),
+    ("link.wasm", "linker-link-script", "link.wasm"),
+    ("apis.wasm", "linker-apis-script", "apis.wasm"),
+    ("linked.wasm", "linker-linked-script", "linked.wasm"),
+];
 
 /// The linker package's id.
 pub const LINKER_PACKAGE: &str = "linker:sys";
@@ -55,7 +65,8 @@ fn build() -> Result<LinkerPackage> {
     let mut command = cargo_command();
     command
         .current_dir(&root)
-        .args(["build", "--locked", "-p", "linker-process"])
+        .args(["build", "--locked"])
+        .args(COMPONENTS.iter().flat_map(|(_, krate, _)| ["-p", krate]))
         .args([
             "--target",
             crate::TARGET,
@@ -64,19 +75,18 @@ fn build() -> Result<LinkerPackage> {
             "--target-dir",
         ])
         .arg(&cargo_target);
-    run(command, "cargo build -p linker-process")?;
-    let module_path = cargo_target
-        .join(crate::TARGET)
-        .join("node")
-        .join("linker_process.wasm");
-    let module =
-        fs::read(&module_path).with_context(|| format!("reading {}", module_path.display()))?;
-    let component = componentize(&module).context("componentizing linker_process.wasm")?;
-
+    run(command, "cargo build -p linker-process and the scripts")?;
     let pkg = root.join("pkg");
-    let wasm = pkg.join("linker.wasm");
-    write_if_changed(&wasm, &component)?;
     let mut files = BTreeMap::new();
+    for (file, _, module) in COMPONENTS {
+        let module_path = cargo_target.join(crate::TARGET).join("node").join(module);
+        let module =
+            fs::read(&module_path).with_context(|| format!("reading {}", module_path.display()))?;
+        let component = componentize(&module)
+            .with_context(|| format!("componentizing {}", module_path.display()))?;
+        write_if_changed(&pkg.join(file), &component)?;
+        files.insert(file.to_owned(), component);
+    }
     for name in ["manifest.json", "scripts.json"] {
         let path = pkg.join(name);
         files.insert(
@@ -84,14 +94,13 @@ fn build() -> Result<LinkerPackage> {
             fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
         );
     }
-    files.insert("linker.wasm".to_owned(), component);
     let zip = zip_files(&files)?;
     let zip_path = out.join(format!("{LINKER_PACKAGE}.zip"));
     write_if_changed(&zip_path, &zip)?;
     Ok(LinkerPackage {
         zip,
         zip_path,
-        wasm,
+        wasm: pkg.join("linker.wasm"),
         metadata: root.join("metadata.json"),
     })
 }

@@ -15,7 +15,7 @@
 //! Modules: [`node`] (the synchronous API, bootstrap, reboot), [`kernel`] (process map, routing,
 //! kernel commands, capabilities oracle), [`process`] (a process's messaging and task),
 //! [`standard`] (the standard host), [`mailbox`], [`caps`], [`vfs`], [`runtime`] (engine, linker,
-//! [`Host`]).
+//! [`Host`]), [`terminal`] (runs terminal scripts as `terminal:terminal:sys` does).
 //!
 //! Separately, [`wasi_command`] runs core wasm32-wasip1 command modules (e.g. the `kinode-link` CLI
 //! built for WASI).
@@ -37,6 +37,7 @@ pub mod node;
 pub mod process;
 pub mod runtime;
 pub mod standard;
+pub mod terminal;
 pub mod vfs;
 pub mod wasi_command;
 
@@ -48,4 +49,5 @@ pub use mailbox::{Incoming, IncomingKind, Mailbox, Reply};
 pub use node::{Node, ProcessInfo};
 pub use process::{format_address, parse_address, Print};
 pub use runtime::{Host, ProcessRun, RunError};
+pub use terminal::Terminal;
 pub use wasi_command::{run_wasi_command, CommandOutput, CommandStatus, Invocation, WasiCommand};

@@ -191,6 +191,11 @@ impl Mailbox {
         caps::format_process_id(&self.address.process)
     }
 
+    /// The capabilities this mailbox's process holds (none for a remote mailbox).
+    pub fn capabilities(&self) -> Vec<Capability> {
+        self.kernel.capabilities(&self.process_id())
+    }
+
     /// Sends a request to `target` (`node@process:package:publisher`) and returns its id.
     /// `expects_response: Some(secs)` makes the kernel report refusals as a `SendError` to this
     /// mailbox; [`Mailbox::await_response`] waits for the answer.

@@ -1,0 +1,119 @@
+//! `link:linker:sys <package-id | vfs-path> [--api <package-id | vfs-path>]... [--install]
+//! [--explain]`: has the linker link a package (installed, `name:publisher`, or a zip at a VFS
+//! path) against the node's APIs and those given with `--api`, and prints each component's
+//! imports with their providers. `--install` installs the linked package and also prints the
+//! processes started and the dependents re-linked or kept; `--explain` prints, import by import,
+//! what linking would do and why. The linking is the linker's; the script only asks.
+#![cfg(target_arch = "wasm32")]
+
+use kinode_process_lib::{script, Address};
+use linker_script::api::{export, ApiSource, Guest, LinkRequest, PackageSource, Request, Response};
+use linker_script::show;
+
+script!(init);
+
+const USAGE: &str = "usage: link:linker:sys <package-id | vfs-path> \
+                     [--api <package-id | vfs-path>]... [--install] [--explain]";
+
+/// What to ask the linker.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Link,
+    Install,
+    Explain,
+}
+
+fn init(our: Address, args: String) -> String {
+    run(&our, &args).unwrap_or_else(|error| format!("link: {error}"))
+}
+
+fn run(our: &Address, args: &str) -> Result<String, String> {
+    let (mode, request) = parse(args).map_err(|problem| format!("{problem}; {USAGE}"))?;
+    let mut capabilities = Vec::new();
+    let names_path = matches!(request.source, PackageSource::VfsPath(_))
+        || request
+            .apis
+            .iter()
+            .any(|api| matches!(api, ApiSource::VfsPath(_)));
+    if names_path {
+        capabilities.extend(linker_script::vfs_root_capability(our));
+    }
+    if mode == Mode::Install {
+        capabilities.extend(linker_script::linker_capability(our));
+    }
+    let request = match mode {
+        Mode::Link => Request::Link(request),
+        Mode::Install => Request::Install(request),
+        Mode::Explain => Request::Explain(request),
+    };
+    let text = match linker_script::ask(our, &request, capabilities)? {
+        Response::Link(Ok(report)) => format!(
+            "{}\nnothing installed: add --install to install it",
+            show::link_report(&format!("{} linked", report.package.name), &report)
+        ),
+        Response::Install(Ok(report)) => show::install_report(&report),
+        Response::Explain(Ok(explanation)) => show::explanation(&explanation),
+        Response::Link(Err(error))
+        | Response::Install(Err(error))
+        | Response::Explain(Err(error)) => return Err(show::linker_error(&error)),
+        _ => return Err(linker_script::UNEXPECTED.to_owned()),
+    };
+    Ok(text)
+}
+
+/// The arguments as a request: the package, the `--api`s, and the mode.
+fn parse(args: &str) -> Result<(Mode, LinkRequest), String> {
+    let mut words = args.split_whitespace();
+    let mut package = None;
+    let mut apis = Vec::new();
+    let mut mode = Mode::Link;
+    while let Some(word) = words.next() {
+        match word {
+            "--api" => {
+                let api = words
+                    .next()
+                    .ok_or("--api needs a package id or a VFS path")?;
+                apis.push(match source(api)? {
+                    PackageSource::Installed(id) => ApiSource::Installed(id),
+                    PackageSource::VfsPath(path) => ApiSource::VfsPath(path),
+                    PackageSource::Blob => return Err(format!("bad --api `{api}`")),
+                });
+            }
+            "--install" | "--explain" => {
+                let wanted = if word == "--install" {
+                    Mode::Install
+                } else {
+                    Mode::Explain
+                };
+                if mode != Mode::Link && mode != wanted {
+                    return Err("give --install or --explain, not both".to_owned());
+                }
+                mode = wanted;
+            }
+            flag if flag.starts_with("--") => return Err(format!("unknown option `{flag}`")),
+            _ if package.is_some() => return Err(format!("one package only, not also `{word}`")),
+            _ => package = Some(source(word)?),
+        }
+    }
+    let source = package.ok_or("name a package")?;
+    Ok((
+        mode,
+        LinkRequest {
+            source,
+            metadata: None,
+            apis,
+        },
+    ))
+}
+
+/// `name:publisher` is an installed package, `/...` a zip in the VFS.
+fn source(word: &str) -> Result<PackageSource, String> {
+    if word.starts_with('/') {
+        return Ok(PackageSource::VfsPath(word.to_owned()));
+    }
+    linker_script::package_id(word)
+        .map(PackageSource::Installed)
+        .ok_or_else(|| {
+            format!("`{word}` is neither a package id (name:publisher) nor a VFS path (/...)")
+        })
+}

@@ -1,0 +1,379 @@
+//! The linker's answers as terminal text: reports as aligned tables, every error as one line
+//! (what is wrong, then what to do). Hashes are shown by their first 12 hex digits.
+
+use crate::api::{
+    ApiInfo, ComponentReport, CopiedFile, Explanation, ImportReport, InstallReport, LinkReport,
+    LinkerError, Origin, Outcome, PreviousVersion, RelinkOutcome, Role, UnresolvedImport,
+};
+
+/// How many hex digits of a hash are shown.
+const HASH_DIGITS: usize = 12;
+
+/// A link report under `title`: one row per library import, then the files copied from APIs.
+pub fn link_report(title: &str, report: &LinkReport) -> String {
+    let mut lines = vec![format!(
+        "{title} against {}{}",
+        names(report.apis.iter().map(|api| api.name.as_str())),
+        if report.cached { " (cached)" } else { "" }
+    )];
+    lines.extend(components(&report.components, &report.copied));
+    lines.join("\n")
+}
+
+/// What linking would do, import by import.
+pub fn explanation(explanation: &Explanation) -> String {
+    let mut lines = vec![format!(
+        "{} would be linked against {}",
+        explanation.package,
+        names(explanation.apis.iter().map(|api| api.name.as_str()))
+    )];
+    lines.extend(components(&explanation.components, &[]));
+    lines.join("\n")
+}
+
+/// An install: what was installed, its links, the processes started and the dependents re-linked.
+pub fn install_report(report: &InstallReport) -> String {
+    let replaced = report
+        .replaced
+        .as_deref()
+        .map(|hash| format!(", replaces {}", short(hash)))
+        .unwrap_or_default();
+    let mut lines = vec![format!(
+        "installed {} (version {}{replaced})",
+        report.package,
+        short(&report.version_hash)
+    )];
+    lines.push(link_report("linked", &report.link));
+    lines.push(format!(
+        "started {}",
+        if report.processes.is_empty() {
+            "no processes".to_owned()
+        } else {
+            report.processes.join(", ")
+        }
+    ));
+    for relink in &report.relinked {
+        lines.push(match &relink.outcome {
+            RelinkOutcome::Relinked(hash) => {
+                format!("relinked {} (linked {})", relink.package, short(hash))
+            }
+            RelinkOutcome::Kept(error) => format!(
+                "kept the previous version of {}: {}",
+                relink.package,
+                linker_error(error)
+            ),
+        });
+    }
+    lines.join("\n")
+}
+
+/// The node's APIs: package, location, interfaces (with versions) and dependents.
+pub fn apis(apis: &[ApiInfo]) -> String {
+    if apis.is_empty() {
+        return "no APIs on this node: install a package that has an api.zip".to_owned();
+    }
+    let mut rows = vec![["package", "location", "interfaces", "dependents"].map(str::to_owned)];
+    for api in apis {
+        let height = api.interfaces.len().max(api.dependents.len()).max(1);
+        for index in 0..height {
+            let first = |text: &str| {
+                if index == 0 {
+                    text.to_owned()
+                } else {
+                    String::new()
+                }
+            };
+            let cell = |list: &[String]| {
+                list.get(index)
+                    .cloned()
+                    .unwrap_or_else(|| first(if list.is_empty() { "-" } else { "" }))
+            };
+            rows.push([
+                first(&api.package),
+                first(&api.location),
+                cell(&api.interfaces),
+                cell(&api.dependents),
+            ]);
+        }
+    }
+    table(&rows, "").join("\n")
+}
+
+/// Every package linked against an API, with the APIs: `linked` with no argument.
+pub fn dependents(apis: &[ApiInfo]) -> String {
+    let mut linked: Vec<(String, Vec<String>)> = Vec::new();
+    for api in apis {
+        for dependent in &api.dependents {
+            match linked.iter_mut().find(|(package, _)| package == dependent) {
+                Some((_, libraries)) => libraries.push(api.package.clone()),
+                None => linked.push((dependent.clone(), vec![api.package.clone()])),
+            }
+        }
+    }
+    if linked.is_empty() {
+        return "no package on this node is linked against an API; `linked:linker:sys \
+                <package-id>` shows what was linked into one package"
+            .to_owned();
+    }
+    linked.sort();
+    let mut rows = vec![["package", "linked against"].map(str::to_owned)];
+    rows.extend(
+        linked
+            .into_iter()
+            .map(|(package, libraries)| [package, libraries.join(", ")]),
+    );
+    table(&rows, "").join("\n")
+}
+
+/// A linker error as one sentence: what is wrong, then what to do.
+pub fn linker_error(error: &LinkerError) -> String {
+    one_line(&match error {
+        LinkerError::RemoteSender(sender) => {
+            format!("the linker serves only processes on its own node, not {sender}")
+        }
+        LinkerError::NotAuthorised(reason) => format!(
+            "not authorised: {reason} (the script's scripts.json entry requests the capabilities \
+             it needs; the terminal must hold them)"
+        ),
+        LinkerError::NoBlob => {
+            "the request named its blob as the package but carried none: name the package by id \
+             or VFS path"
+                .to_owned()
+        }
+        LinkerError::Unreadable(failure) => format!(
+            "{} failed ({}): check that the path exists and names a file",
+            failure.step,
+            trim(&failure.reason)
+        ),
+        LinkerError::BadMetadata(reason) => {
+            format!(
+                "bad metadata ({}): fix the package's metadata.json",
+                trim(reason)
+            )
+        }
+        LinkerError::NoPackageId => {
+            "installing needs the package id: name an installed package (name:publisher) \
+             instead of a VFS path"
+                .to_owned()
+        }
+        LinkerError::NotInstalled(package) => format!(
+            "{package} is not installed on this node: install it first, or give the VFS path of \
+             its zip"
+        ),
+        LinkerError::NotLinked(package) => format!(
+            "{package} was not installed by the linker (it has no pkg/link.json): install it \
+             with `link:linker:sys {package} --install`"
+        ),
+        LinkerError::MissingDependency(missing) => format!(
+            "{} depends on {}, which is not on this node: install {} first, or add --api <the \
+             VFS path of its API zip>",
+            missing.package, missing.dependency, missing.dependency
+        ),
+        LinkerError::Archive(problem) => format!(
+            "{} is not a usable archive ({}): {}",
+            problem.subject,
+            problem.kind,
+            trim(&problem.message)
+        ),
+        LinkerError::Package(problem) => format!(
+            "{} is inconsistent ({}): {}; fix the package and build it again",
+            problem.subject,
+            problem.kind,
+            trim(&problem.message)
+        ),
+        LinkerError::Component(problem) => format!(
+            "{} is not a usable component ({}): {}",
+            problem.subject,
+            problem.kind,
+            trim(&problem.message)
+        ),
+        LinkerError::Unresolved(imports) => unresolved(imports),
+        LinkerError::Compose(problem) => format!(
+            "composing {} failed ({}): {}",
+            problem.subject,
+            problem.kind,
+            trim(&problem.message)
+        ),
+        LinkerError::Verify(problem) => format!(
+            "the linked {} would not run on this node ({}): {}",
+            problem.subject,
+            problem.kind,
+            trim(&problem.message)
+        ),
+        LinkerError::InstallFailed(failure) => format!(
+            "installing failed at {} ({}); {}",
+            failure.failed.step,
+            trim(&failure.failed.reason),
+            match &failure.previous {
+                PreviousVersion::None => "nothing was left installed".to_owned(),
+                PreviousVersion::Restored(hash) =>
+                    format!("the previous version {} was restored", short(hash)),
+                PreviousVersion::RestoreFailed(step) => format!(
+                    "restoring the previous version failed too, at {} ({})",
+                    step.step,
+                    trim(&step.reason)
+                ),
+            }
+        ),
+    })
+}
+
+/// The first import that cannot be linked, how many more, and where to look.
+fn unresolved(imports: &[UnresolvedImport]) -> String {
+    let Some(first) = imports.first() else {
+        return "some imports cannot be linked: run with --explain to see why".to_owned();
+    };
+    let more = match imports.len() - 1 {
+        0 => String::new(),
+        1 => " (and 1 more import)".to_owned(),
+        n => format!(" (and {n} more imports)"),
+    };
+    format!(
+        "cannot link: {}{more}; run with --explain to see every import",
+        trim(&first.message)
+    )
+}
+
+/// One row per library import: component (and role), import, outcome. Components with no
+/// library imports are named on one line, except the files copied from APIs (`copied` lists them).
+fn components(components: &[ComponentReport], copied: &[CopiedFile]) -> Vec<String> {
+    let mut rows = Vec::new();
+    let mut idle = Vec::new();
+    for component in components {
+        if component.imports.is_empty() {
+            if !copied.iter().any(|file| file.path == component.path) {
+                idle.push(component.path.as_str());
+            }
+            continue;
+        }
+        let name = format!("{} ({})", component.path, role(&component.role));
+        for (index, import) in component.imports.iter().enumerate() {
+            let first = if index == 0 {
+                name.clone()
+            } else {
+                String::new()
+            };
+            rows.push([
+                first,
+                import_name(component, import),
+                outcome(&import.outcome),
+            ]);
+        }
+    }
+    let mut lines = table(&rows, "  ");
+    if !idle.is_empty() {
+        lines.push(format!("  nothing to link in {}", idle.join(", ")));
+    }
+    lines.extend(
+        copied
+            .iter()
+            .map(|file| format!("  copied {} from {}", file.path, file.from)),
+    );
+    lines
+}
+
+fn role(role: &Role) -> String {
+    match role {
+        Role::Process(name) => format!("process {name}"),
+        Role::Script => "script".to_owned(),
+        Role::Component => "component".to_owned(),
+    }
+}
+
+/// The import's name; a library's import names the library too.
+fn import_name(component: &ComponentReport, import: &ImportReport) -> String {
+    if import.importer.path == component.path {
+        import.name.clone()
+    } else {
+        format!("{} (for {})", import.name, origin(&import.importer))
+    }
+}
+
+fn outcome(outcome: &Outcome) -> String {
+    one_line(&match outcome {
+        Outcome::Linked(linked) if linked.semver => format!(
+            "<- {} (semver: {})",
+            origin(&linked.provider),
+            linked.export
+        ),
+        Outcome::Linked(linked) => format!("<- {}", origin(&linked.provider)),
+        Outcome::Unmatched(near) if near.is_empty() => "unmatched: no API exports it".to_owned(),
+        Outcome::Unmatched(near) => format!(
+            "unmatched: only incompatible versions exported: {}",
+            near.join(", ")
+        ),
+        Outcome::Rejected(rejected) => format!(
+            "rejected: {} exports {} with another type: {}",
+            origin(&rejected.provider),
+            rejected.export,
+            trim(&rejected.reason)
+        ),
+        Outcome::Ambiguous(ambiguous) => format!(
+            "ambiguous: {} is exported by {}; give only one of them",
+            ambiguous.export,
+            names(ambiguous.candidates.iter().map(origin))
+        ),
+        Outcome::Cycle(path) => format!(
+            "cycle: {}",
+            path.iter().map(origin).collect::<Vec<_>>().join(" -> ")
+        ),
+        Outcome::Left => "left as an import".to_owned(),
+    })
+}
+
+/// `archive/path`.
+fn origin(origin: &Origin) -> String {
+    format!("{}/{}", origin.archive, origin.path)
+}
+
+/// `a, b, c`, or `no APIs`.
+fn names<S: AsRef<str>>(names: impl Iterator<Item = S>) -> String {
+    let names: Vec<S> = names.collect();
+    if names.is_empty() {
+        "no APIs".to_owned()
+    } else {
+        names
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Rows as lines, each column but the last padded to its widest cell, two spaces apart.
+fn table<const N: usize>(rows: &[[String; N]], indent: &str) -> Vec<String> {
+    let mut widths = [0; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let mut line = indent.to_owned();
+            for (index, cell) in row.iter().enumerate() {
+                if index + 1 < N {
+                    line.push_str(&format!("{cell:<width$}  ", width = widths[index]));
+                } else {
+                    line.push_str(cell);
+                }
+            }
+            line.trim_end().to_owned()
+        })
+        .collect()
+}
+
+/// The first digits of a hash.
+fn short(hash: &str) -> &str {
+    hash.get(..HASH_DIGITS).unwrap_or(hash)
+}
+
+/// A sentence without its final period, so that it can be followed by more.
+fn trim(text: &str) -> &str {
+    text.trim().trim_end_matches('.')
+}
+
+/// Text on one line: line breaks become spaces.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,18 +1,21 @@
-//! `link:linker:sys <package-id | vfs-path> [--api <package-id | vfs-path>]... [--install]
-//! [--explain]`: has the linker link a package (installed, `name:publisher`, or a zip at a VFS
-//! path) against the node's APIs and those given with `--api`, and prints each component's
+//! `link:linker:sys <package-id | vfs-path> [--download <version-hash>] [--api <package-id |
+//! vfs-path>]... [--install] [--explain]`: has the linker link a package (installed,
+//! `name:publisher`; downloaded by the app store, `name:publisher --download <hash>`; or a zip at
+//! a VFS path) against the node's APIs and those given with `--api`, and prints each component's
 //! imports with their providers. `--install` installs the linked package and also prints the
 //! processes started and the dependents re-linked or kept; `--explain` prints, import by import,
 //! what linking would do and why. The linking is the linker's; the script only asks.
 #![cfg(target_arch = "wasm32")]
 
 use kinode_process_lib::{script, Address};
-use linker_script::api::{export, ApiSource, Guest, LinkRequest, PackageSource, Request, Response};
+use linker_script::api::{
+    export, ApiSource, Download, Guest, LinkRequest, PackageSource, Request, Response,
+};
 use linker_script::show;
 
 script!(init);
 
-const USAGE: &str = "usage: link:linker:sys <package-id | vfs-path> \
+const USAGE: &str = "usage: link:linker:sys <package-id | vfs-path> [--download <version-hash>] \
                      [--api <package-id | vfs-path>]... [--install] [--explain]";
 
 /// What to ask the linker.
@@ -67,8 +70,15 @@ fn parse(args: &str) -> Result<(Mode, LinkRequest), String> {
     let mut package = None;
     let mut apis = Vec::new();
     let mut mode = Mode::Link;
+    let mut download = None;
     while let Some(word) = words.next() {
         match word {
+            "--download" => {
+                let hash = words
+                    .next()
+                    .ok_or("--download needs the version hash of the app store's download")?;
+                download = Some(hash.to_owned());
+            }
             "--api" => {
                 let api = words
                     .next()
@@ -76,7 +86,9 @@ fn parse(args: &str) -> Result<(Mode, LinkRequest), String> {
                 apis.push(match source(api)? {
                     PackageSource::Installed(id) => ApiSource::Installed(id),
                     PackageSource::VfsPath(path) => ApiSource::VfsPath(path),
-                    PackageSource::Blob => return Err(format!("bad --api `{api}`")),
+                    PackageSource::Blob | PackageSource::Download(_) => {
+                        return Err(format!("bad --api `{api}`"))
+                    }
                 });
             }
             "--install" | "--explain" => {
@@ -95,7 +107,16 @@ fn parse(args: &str) -> Result<(Mode, LinkRequest), String> {
             _ => package = Some(source(word)?),
         }
     }
-    let source = package.ok_or("name a package")?;
+    let mut source = package.ok_or("name a package")?;
+    if let Some(version_hash) = download {
+        let PackageSource::Installed(package) = source else {
+            return Err("--download needs a package id, not a path".to_owned());
+        };
+        source = PackageSource::Download(Download {
+            package,
+            version_hash,
+        });
+    }
     Ok((
         mode,
         LinkRequest {

@@ -166,9 +166,12 @@ pub fn gather(
             )
         }
     };
-    let package_id = installed_id.or(metadata_id);
+    let package_id = installed_id
+        .or(metadata_id)
+        .or_else(|| path_id(&request.source));
     let metadata = match (metadata, &request.source) {
         (None, PackageSource::Download(download)) => chain_metadata(&download.package)?,
+        (None, PackageSource::Installed(id)) => recorded_metadata(&id_string(id))?,
         (metadata, _) => metadata,
     };
 
@@ -313,6 +316,32 @@ fn node_apis(
         }
     }
     Ok(pool)
+}
+
+/// The package id a request names without metadata: an installed package's, a download's, or
+/// that of a zip named `name:publisher.zip` as kit names them.
+pub fn known_id(request: &LinkRequest) -> bool {
+    match &request.source {
+        PackageSource::Installed(_) | PackageSource::Download(_) => true,
+        source => path_id(source).is_some(),
+    }
+}
+
+/// `name:publisher` from a VFS path's file name `name:publisher.zip`.
+fn path_id(source: &PackageSource) -> Option<String> {
+    let PackageSource::VfsPath(path) = source else {
+        return None;
+    };
+    let stem = file_name(path).strip_suffix(".zip")?;
+    store::is_package_id(stem).then(|| stem.to_owned())
+}
+
+/// The metadata an earlier install through the linker recorded for a package.
+fn recorded_metadata(id: &str) -> Result<Option<(String, Erc721Metadata)>, LinkerError> {
+    let record = store::record(id).map_err(LinkerError::Unreadable)?;
+    Ok(record
+        .and_then(|record| record.metadata)
+        .and_then(|text| Some((text.clone(), serde_json::from_str(&text).ok()?))))
 }
 
 /// The metadata the app store's `chain:app-store:sys` has for a package, in `metadata.json` form;

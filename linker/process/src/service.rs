@@ -180,11 +180,7 @@ fn install_package_with(
     relink_dependents: bool,
 ) -> Result<api::InstallReport, LinkerError> {
     // The id is needed before linking, so a package without one is refused without work.
-    let id_known = matches!(
-        request.source,
-        api::PackageSource::Installed(_) | api::PackageSource::Download(_)
-    );
-    if request.metadata.is_none() && !id_known {
+    if request.metadata.is_none() && !inputs::known_id(request) {
         return Err(LinkerError::NoPackageId);
     }
     let (inputs, linked) = link(our, caller, request)?;

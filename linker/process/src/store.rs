@@ -75,8 +75,8 @@ struct CacheEntry {
     report: linker_core::LinkReport,
 }
 
-/// Whether `name` can be a directory name in the mirror: a package id of Kimap-safe characters.
-fn mirrorable(name: &str) -> bool {
+/// Whether `name` is a package id of Kimap-safe characters (so it is also a safe directory name).
+pub fn is_package_id(name: &str) -> bool {
     let Some((package, publisher)) = name.split_once(':') else {
         return false;
     };
@@ -92,7 +92,7 @@ fn mirrorable(name: &str) -> bool {
 
 /// Mirrors an API zip the linker consumed, under its package id and hash.
 pub fn mirror(name: &str, bytes: &[u8]) -> Result<(), StepFailure> {
-    if !mirrorable(name) {
+    if !is_package_id(name) {
         return Ok(());
     }
     let dir = format!("{APIS}/{name}");
@@ -107,7 +107,7 @@ pub fn mirror(name: &str, bytes: &[u8]) -> Result<(), StepFailure> {
 
 /// The mirrored API zip consumed last for `name`, if any.
 pub fn mirrored(name: &str) -> Result<Option<Vec<u8>>, StepFailure> {
-    if !mirrorable(name) {
+    if !is_package_id(name) {
         return Ok(None);
     }
     let Some(current) = node::read_if_exists(&format!("{APIS}/{name}/current"))? else {
@@ -122,7 +122,7 @@ pub fn mirrored_names() -> Result<Vec<String>, StepFailure> {
     Ok(node::read_dir(APIS)?
         .into_iter()
         .map(|(name, _)| name)
-        .filter(|name| mirrorable(name))
+        .filter(|name| is_package_id(name))
         .collect())
 }
 

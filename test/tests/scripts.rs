@@ -18,7 +18,8 @@ const WAIT: Duration = Duration::from_secs(120);
 
 const MATHLIB: &str = "kinode:process/mathlib@1.0.0";
 const LINK_USAGE: &str = "usage: link:linker:sys <package-id | vfs-path> \
-                          [--api <package-id | vfs-path>]... [--install] [--explain]";
+                          [--download <version-hash>] [--api <package-id | vfs-path>]... [--install] \
+                          [--explain]";
 
 fn fixtures() -> &'static Fixtures {
     linker_fixtures::build().expect("fixtures build (needs `rustup target add wasm32-wasip1`)")
@@ -236,6 +237,42 @@ fn link_install_reinstalls_and_relinks_dependents() {
         runs() == 3
     });
     assert!(reran, "the app ran after each install: {}", runs());
+}
+
+#[test]
+fn link_install_takes_a_package_the_app_store_downloaded() {
+    let s = Session::new();
+    s.install("mathlib", &[]);
+    let zip = read(fixtures().package("app"));
+    let hash = sha256(&zip);
+    s.node
+        .write_file(
+            &format!("/app-store:sys/downloads/app:test.os/{hash}.zip"),
+            &zip,
+        )
+        .expect("placing the download");
+    // No chain:app-store:sys on this node to give the metadata: the API is named.
+    let output = s.run(
+        "link:linker:sys",
+        &format!("app:test.os --download {hash} --api mathlib:test.os --install"),
+    );
+    assert!(
+        output.starts_with(&format!("installed app:test.os (version {})", short(&hash))),
+        "{output}"
+    );
+    assert!(output.contains("started app:app:test.os"), "{output}");
+    let ran = s.node.wait_for_print(
+        |pid, message| pid == "app:app:test.os" && message == expect::app(),
+        WAIT,
+    );
+    assert!(ran.is_some(), "the installed download runs");
+    // The app store's listing rule finds it with the published hash.
+    assert_eq!(
+        s.node
+            .read_file("/app:test.os/pkg/app:test.os.zip")
+            .map(|z| sha256(&z)),
+        Some(hash)
+    );
 }
 
 #[test]

@@ -5,37 +5,16 @@
 
 use std::time::Duration;
 
-use linker_fixtures::{expect, linker_package, Fixtures};
+use linker_fixtures::{expect, linker_package};
 use linker_test_host::{caps, Mailbox, Node, Terminal};
+use linker_tests::node::{fixtures, read, sha256, LINKER, MATHLIB, NODE, TESTER};
 use serde_json::{json, Value};
 
-const NODE: &str = "fake.os";
-const LINKER: &str = "fake.os@linker:linker:sys";
-/// The test's own process, package `tester:test.os`: fixture zips are uploaded into its drive.
-const TESTER: &str = "fake.os@tester:tester:test.os";
 const UPLOADS: &str = "/tester:test.os/uploads";
 const WAIT: Duration = Duration::from_secs(120);
-
-const MATHLIB: &str = "kinode:process/mathlib@1.0.0";
 const LINK_USAGE: &str = "usage: link:linker:sys <package-id | vfs-path> \
                           [--download <version-hash>] [--api <package-id | vfs-path>]... [--install] \
                           [--explain]";
-
-fn fixtures() -> &'static Fixtures {
-    linker_fixtures::build().expect("fixtures build (needs `rustup target add wasm32-wasip1`)")
-}
-
-fn read(path: std::path::PathBuf) -> Vec<u8> {
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// The first 12 hex digits, as the scripts show hashes.
 fn short(hash: &str) -> &str {

@@ -2,12 +2,13 @@
 //! (`pkg/linker.wasm`) and the example packages from source, boot a node built like the Kinode
 //! runtime (wasmtime 27) with `linker:sys` as a bundled package, upload each package to the linker
 //! as a local process would, and print each step: uploaded, linked (import -> provider),
-//! installed, and what the installed app prints.
+//! installed, and what the installed app prints. Then two terminal scripts show the node's APIs
+//! and what was linked into one package.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use linker_test_host::{caps, Node};
+use linker_test_host::{caps, Node, Terminal};
 use serde_json::{json, Value};
 
 const NODE: &str = "demo.os";
@@ -25,6 +26,8 @@ fn main() -> Result<()> {
     let linker = linker_fixtures::linker_package()?;
     let fixtures = linker_fixtures::build()?;
     let node = Node::new(NODE)?;
+    // The terminal's package boots before the linker's, which grants it a capability.
+    let terminal = Terminal::new(&node);
     node.boot_package("linker:sys", &linker.zip, Some(1))?;
     println!(
         "booted node {NODE} with linker:sys (pkg/linker.wasm, {} bytes)",
@@ -94,6 +97,17 @@ fn main() -> Result<()> {
                 Some((_, print)) => println!("  {process} printed: {}", print.message),
                 None => bail!("{process} printed nothing: {:?}", node.process(&process)),
             }
+        }
+    }
+    for (script, args) in [
+        ("apis:linker:sys", ""),
+        ("linked:linker:sys", "duo:test.os"),
+    ] {
+        println!("\n$ {}", format!("{script} {args}").trim_end());
+        let pid = terminal.run(script, args)?;
+        match node.wait_for_print(|id, _| id == pid, Duration::from_secs(60)) {
+            Some((_, print)) => println!("{}", print.message),
+            None => bail!("{script} printed nothing"),
         }
     }
     Ok(())

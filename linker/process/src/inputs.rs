@@ -29,12 +29,34 @@ impl<'a> Caller<'a> {
     }
 }
 
-/// An input, named as the linker reports it.
+/// An input, named as the linker reports it, hashed once.
 pub struct Named {
     /// A package id (`name:publisher`) or a file name.
     pub name: String,
     /// The zip.
     pub bytes: Vec<u8>,
+    /// Its SHA-256.
+    pub sha256: String,
+}
+
+impl Named {
+    /// Names and hashes an input.
+    pub fn new(name: String, bytes: Vec<u8>) -> Self {
+        let sha256 = store::sha256_hex(&bytes);
+        Named {
+            name,
+            bytes,
+            sha256,
+        }
+    }
+
+    /// The input as the linking core takes it.
+    pub fn input(&self) -> linker_core::Input<'_> {
+        linker_core::Input {
+            name: &self.name,
+            bytes: &self.bytes,
+        }
+    }
 }
 
 /// Everything a link needs.
@@ -56,9 +78,14 @@ impl Inputs {
             .iter()
             .map(|api| api::Digest {
                 name: api.name.clone(),
-                sha256: store::sha256_hex(&api.bytes),
+                sha256: api.sha256.clone(),
             })
             .collect()
+    }
+
+    /// The API zips as the linking core takes them.
+    pub fn api_inputs(&self) -> Vec<linker_core::Input<'_>> {
+        self.apis.iter().map(Named::input).collect()
     }
 
     /// The `wit_version` from the metadata.
@@ -118,14 +145,14 @@ pub fn gather(
             let name = metadata_id
                 .clone()
                 .unwrap_or_else(|| "uploaded package".to_owned());
-            (Named { name, bytes }, None)
+            (Named::new(name, bytes), None)
         }
         PackageSource::VfsPath(path) => {
             let bytes = node::read(path).map_err(LinkerError::Unreadable)?;
             let name = metadata_id
                 .clone()
                 .unwrap_or_else(|| file_name(path).to_owned());
-            (Named { name, bytes }, None)
+            (Named::new(name, bytes), None)
         }
         PackageSource::Download(download) => {
             let id = id_string(&download.package);
@@ -136,20 +163,14 @@ pub fn gather(
             let bytes = node::read_if_exists(&path)
                 .map_err(LinkerError::Unreadable)?
                 .ok_or_else(|| LinkerError::NotInstalled(format!("{id} (no download {path})")))?;
-            let sha256 = store::sha256_hex(&bytes);
-            if sha256 != download.version_hash {
+            let package = Named::new(id.clone(), bytes);
+            if package.sha256 != download.version_hash {
                 return Err(LinkerError::Unreadable(api::StepFailure {
                     step: format!("Read {path}"),
-                    reason: format!("its SHA-256 is {sha256}, not the version hash"),
+                    reason: format!("its SHA-256 is {}, not the version hash", package.sha256),
                 }));
             }
-            (
-                Named {
-                    name: id.clone(),
-                    bytes,
-                },
-                Some(id),
-            )
+            (package, Some(id))
         }
         PackageSource::Installed(id) => {
             let id = id_string(id);
@@ -157,13 +178,7 @@ pub fn gather(
             let bytes = node::read_if_exists(&path)
                 .map_err(LinkerError::Unreadable)?
                 .ok_or_else(|| LinkerError::NotInstalled(id.clone()))?;
-            (
-                Named {
-                    name: id.clone(),
-                    bytes,
-                },
-                Some(id),
-            )
+            (Named::new(id.clone(), bytes), Some(id))
         }
     };
     let package_id = installed_id
@@ -178,14 +193,14 @@ pub fn gather(
     let mut apis = Vec::new();
     for source in &request.apis {
         apis.push(match source {
-            ApiSource::VfsPath(path) => Named {
-                name: api_name(path),
-                bytes: node::read(path).map_err(LinkerError::Unreadable)?,
-            },
+            ApiSource::VfsPath(path) => Named::new(
+                api_name(path),
+                node::read(path).map_err(LinkerError::Unreadable)?,
+            ),
             ApiSource::Installed(id) => {
                 let id = id_string(id);
                 let bytes = node_api(&id)?.ok_or_else(|| LinkerError::NotInstalled(id.clone()))?;
-                Named { name: id, bytes }
+                Named::new(id, bytes)
             }
         });
     }
@@ -207,10 +222,7 @@ pub fn gather(
                 dependency: dependency.clone(),
             })
         })?;
-        apis.push(Named {
-            name: dependency,
-            bytes,
-        });
+        apis.push(Named::new(dependency, bytes));
     }
     add_nested(&mut apis)?;
     Ok(Inputs {
@@ -233,14 +245,8 @@ fn interface(name: &str) -> &str {
 /// package's own imports must come from its dependencies or the request.
 fn add_nested(apis: &mut Vec<Named>) -> Result<(), LinkerError> {
     let describe = |api: &Named| {
-        linker_core::describe_api(
-            linker_core::Input {
-                name: &api.name,
-                bytes: &api.bytes,
-            },
-            &linker_core::Options::default(),
-        )
-        .map_err(|e| LinkerError::from(&e))
+        linker_core::describe_api(api.input(), &linker_core::Options::default())
+            .map_err(|e| LinkerError::from(&e))
     };
     let mut descriptions = apis.iter().map(describe).collect::<Result<Vec<_>, _>>()?;
     let mut candidates: Option<Vec<(Named, linker_core::ApiDescription)>> = None;
@@ -308,7 +314,7 @@ fn node_apis(
             continue;
         }
         if let Some(bytes) = node_api(&name)? {
-            let api = Named { name, bytes };
+            let api = Named::new(name, bytes);
             // An API that cannot be read is not a candidate; it fails only where it is named.
             if let Ok(description) = describe(&api) {
                 pool.push((api, description));

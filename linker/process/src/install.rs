@@ -46,8 +46,10 @@ struct Version {
 pub struct Upload<'a> {
     /// `name:publisher`.
     pub package: &'a str,
-    /// The zip as uploaded (the app store's version hash is its SHA-256).
+    /// The zip as uploaded.
     pub original: &'a [u8],
+    /// Its SHA-256: the app store's version hash.
+    pub version_hash: &'a str,
     /// The linked zip.
     pub linked: &'a [u8],
     pub wit_version: Option<u32>,
@@ -74,7 +76,7 @@ pub fn install(our: &Address, upload: &Upload<'_>) -> Result<Installed, LinkerEr
         writes: vec![(format!("{package}.zip"), upload.original.to_vec())],
         api: files.get("api.zip").cloned(),
         wit_version: upload.wit_version,
-        hash: sha256_hex(upload.original),
+        hash: upload.version_hash.to_owned(),
     };
 
     let previous = snapshot(package).map_err(LinkerError::Unreadable)?;

@@ -2,7 +2,7 @@
 //! when the same inputs were linked before), then respond, install, or explain.
 
 use kinode_process_lib::{println, Address, Message, Response};
-use linker_core::{Compression, Input, Options};
+use linker_core::{Compression, Options};
 
 use crate::api::{self, LinkRequest, LinkerError};
 use crate::convert;
@@ -99,9 +99,10 @@ fn refusal(request: &api::Request, error: LinkerError) -> api::Response {
     }
 }
 
-/// A linked package: its zip and the report for the response.
+/// A linked package: its zip, the zip's SHA-256, and the report for the response.
 struct Linked {
     bytes: Vec<u8>,
+    sha256: String,
     report: api::LinkReport,
 }
 
@@ -122,42 +123,33 @@ fn link(
     request: &LinkRequest,
 ) -> Result<(Inputs, Linked), LinkerError> {
     let inputs = inputs::gather(our, caller, request)?;
-    let package_sha = store::sha256_hex(&inputs.package.bytes);
-    let digests = inputs.api_digests();
-    let apis: Vec<(&str, &str)> = digests
+    let apis: Vec<(&str, &str)> = inputs
+        .apis
         .iter()
-        .map(|d| (d.name.as_str(), d.sha256.as_str()))
+        .map(|api| (api.name.as_str(), api.sha256.as_str()))
         .collect();
-    let key = store::cache_key((&inputs.package.name, &package_sha), &apis);
+    let key = store::cache_key((&inputs.package.name, &inputs.package.sha256), &apis);
     let linked = match store::cached(&key) {
-        Some((bytes, report)) => Linked {
+        Some((bytes, sha256, report)) => Linked {
             bytes,
+            sha256,
             report: convert::link_report(&report, true),
         },
         None => {
-            let api_inputs: Vec<Input<'_>> = inputs
-                .apis
-                .iter()
-                .map(|api| Input {
-                    name: &api.name,
-                    bytes: &api.bytes,
-                })
-                .collect();
-            let package = Input {
-                name: &inputs.package.name,
-                bytes: &inputs.package.bytes,
-            };
-            let linked = linker_core::link(package, &api_inputs, &options())
-                .map_err(|e| LinkerError::from(&e))?;
-            store::cache(&key, &linked.bytes, &linked.report);
+            let linked =
+                linker_core::link(inputs.package.input(), &inputs.api_inputs(), &options())
+                    .map_err(|e| LinkerError::from(&e))?;
+            let sha256 = store::sha256_hex(&linked.bytes);
+            store::cache(&key, &linked.bytes, &sha256, &linked.report);
             Linked {
                 report: convert::link_report(&linked.report, false),
                 bytes: linked.bytes,
+                sha256,
             }
         }
     };
     for api in &inputs.apis {
-        if let Err(failure) = store::mirror(&api.name, &api.bytes) {
+        if let Err(failure) = store::mirror(api) {
             println!("linker: cannot mirror {}: {}", api.name, failure.reason);
         }
     }
@@ -194,12 +186,13 @@ fn install_package_with(
         &install::Upload {
             package: &package,
             original: &inputs.package.bytes,
+            version_hash: &inputs.package.sha256,
             linked: &linked.bytes,
             wit_version,
         },
     )?;
-    let version_hash = store::sha256_hex(&inputs.package.bytes);
-    let linked_hash = store::sha256_hex(&linked.bytes);
+    let version_hash = inputs.package.sha256.clone();
+    let linked_hash = linked.sha256.clone();
     let record = store::Record {
         package: package.clone(),
         version_hash: version_hash.clone(),
@@ -325,19 +318,8 @@ fn explain(
     request: &LinkRequest,
 ) -> Result<api::Explanation, LinkerError> {
     let inputs = inputs::gather(our, caller, request)?;
-    let apis: Vec<Input<'_>> = inputs
-        .apis
-        .iter()
-        .map(|api| Input {
-            name: &api.name,
-            bytes: &api.bytes,
-        })
-        .collect();
-    let package = Input {
-        name: &inputs.package.name,
-        bytes: &inputs.package.bytes,
-    };
     let explanation =
-        linker_core::explain(package, &apis, &options()).map_err(|e| LinkerError::from(&e))?;
+        linker_core::explain(inputs.package.input(), &inputs.api_inputs(), &options())
+            .map_err(|e| LinkerError::from(&e))?;
     Ok(convert::explanation(&explanation, inputs.api_digests()))
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::api::StepFailure;
+use crate::inputs::Named;
 use crate::node;
 
 const CACHE: &str = "/linker:sys/cache";
@@ -48,19 +49,20 @@ pub fn cache_key(package: (&str, &str), apis: &[(&str, &str)]) -> String {
     sha256_hex(text.as_bytes())
 }
 
-/// A cached link, if there is one whose zip still has the recorded hash.
-pub fn cached(key: &str) -> Option<(Vec<u8>, linker_core::LinkReport)> {
+/// A cached link, if there is one whose zip still has the recorded hash: the zip, that hash, and
+/// the report.
+pub fn cached(key: &str) -> Option<(Vec<u8>, String, linker_core::LinkReport)> {
     let entry: CacheEntry =
         serde_json::from_slice(&node::read_if_exists(&format!("{CACHE}/{key}.json")).ok()??)
             .ok()?;
     let zip = node::read_if_exists(&format!("{CACHE}/{key}.zip")).ok()??;
-    (sha256_hex(&zip) == entry.sha256).then_some((zip, entry.report))
+    (sha256_hex(&zip) == entry.sha256).then_some((zip, entry.sha256, entry.report))
 }
 
 /// Caches a link. A failure only costs a later re-link, so it is not an error of the request.
-pub fn cache(key: &str, zip: &[u8], report: &linker_core::LinkReport) {
+pub fn cache(key: &str, zip: &[u8], sha256: &str, report: &linker_core::LinkReport) {
     let entry = CacheEntry {
-        sha256: sha256_hex(zip),
+        sha256: sha256.to_owned(),
         report: report.clone(),
     };
     if let Ok(json) = serde_json::to_vec(&entry) {
@@ -91,18 +93,17 @@ pub fn is_package_id(name: &str) -> bool {
 }
 
 /// Mirrors an API zip the linker consumed, under its package id and hash.
-pub fn mirror(name: &str, bytes: &[u8]) -> Result<(), StepFailure> {
-    if !is_package_id(name) {
+pub fn mirror(api: &Named) -> Result<(), StepFailure> {
+    if !is_package_id(&api.name) {
         return Ok(());
     }
-    let dir = format!("{APIS}/{name}");
-    let sha256 = sha256_hex(bytes);
-    let file = format!("{dir}/{sha256}.zip");
+    let dir = format!("{APIS}/{}", api.name);
+    let file = format!("{dir}/{}.zip", api.sha256);
     if !node::is_file(&file)? {
         node::expect_ok(&dir, VfsAction::CreateDirAll, None)?;
-        node::write(&file, bytes.to_vec())?;
+        node::write(&file, api.bytes.clone())?;
     }
-    node::write(&format!("{dir}/current"), sha256.into_bytes())
+    node::write(&format!("{dir}/current"), api.sha256.clone().into_bytes())
 }
 
 /// The mirrored API zip consumed last for `name`, if any.

@@ -5,6 +5,9 @@
 //! imports with their providers. `--install` installs the linked package and also prints the
 //! processes started and the dependents re-linked or kept; `--explain` prints, import by import,
 //! what linking would do and why. The linking is the linker's; the script only asks.
+//!
+//! `link:linker:sys --auto <on | off | status>` turns auto-linking of what the app store installs
+//! on or off, or says whether it is on.
 #![cfg(target_arch = "wasm32")]
 
 use kinode_process_lib::{script, Address};
@@ -16,7 +19,8 @@ use linker_script::show;
 script!(init);
 
 const USAGE: &str = "usage: link:linker:sys <package-id | vfs-path> [--download <version-hash>] \
-                     [--api <package-id | vfs-path>]... [--install] [--explain]";
+                     [--api <package-id | vfs-path>]... [--install] [--explain] | link:linker:sys \
+                     --auto <on | off | status>";
 
 /// What to ask the linker.
 #[derive(Clone, Copy, PartialEq)]
@@ -31,6 +35,9 @@ fn init(our: Address, args: String) -> String {
 }
 
 fn run(our: &Address, args: &str) -> Result<String, String> {
+    if let Some(rest) = args.trim_start().strip_prefix("--auto") {
+        return auto(our, rest).map_err(|problem| format!("{problem}; {USAGE}"));
+    }
     let (mode, request) = parse(args).map_err(|problem| format!("{problem}; {USAGE}"))?;
     let mut capabilities = Vec::new();
     let names_path = matches!(request.source, PackageSource::VfsPath(_))
@@ -62,6 +69,38 @@ fn run(our: &Address, args: &str) -> Result<String, String> {
         _ => return Err(linker_script::UNEXPECTED.to_owned()),
     };
     Ok(text)
+}
+
+/// `--auto on | off | status`: switches auto-linking, which needs the linker's capability, or
+/// asks whether it is on.
+fn auto(our: &Address, args: &str) -> Result<String, String> {
+    let words: Vec<&str> = args.split_whitespace().collect();
+    let (switch, capabilities) = match words.as_slice() {
+        ["on"] => (
+            Some(true),
+            linker_script::linker_capability(our).into_iter().collect(),
+        ),
+        ["off"] => (
+            Some(false),
+            linker_script::linker_capability(our).into_iter().collect(),
+        ),
+        ["status"] => (None, Vec::new()),
+        _ => return Err("--auto takes on, off or status".to_owned()),
+    };
+    match linker_script::ask(our, &Request::AutoLink(switch), capabilities)? {
+        Response::AutoLink(Ok(true)) => Ok(
+            "auto-linking is on: packages the app store installs or updates are linked within \
+             seconds"
+                .to_owned(),
+        ),
+        Response::AutoLink(Ok(false)) => Ok(
+            "auto-linking is off: packages the app store installs run as installed; \
+             `link:linker:sys <package-id> --install` links one"
+                .to_owned(),
+        ),
+        Response::AutoLink(Err(error)) => Err(show::linker_error(&error)),
+        _ => Err(linker_script::UNEXPECTED.to_owned()),
+    }
 }
 
 /// The arguments as a request: the package, the `--api`s, and the mode.

@@ -1,7 +1,7 @@
-//! `linked:linker:sys [package-id]`: with a package id, asks the linker what was linked into that
-//! installed package (its `pkg/link.json`) and prints each component's imports with their
-//! providers. With no argument, prints every package on this node that the linker linked against
-//! an API, with those APIs (from the APIs' dependents).
+//! `linked:linker:sys [package-id]`: with a package id, asks the linker what it knows of that
+//! installed package: each component's imports with their providers and why each was chosen (its
+//! `pkg/link.json`), or why it could not be linked, and the APIs it lost. With no argument, prints
+//! every package the linker linked or tried to, how (a request or auto-linking) and its state.
 #![cfg(target_arch = "wasm32")]
 
 use kinode_process_lib::{script, Address};
@@ -19,7 +19,7 @@ fn init(our: Address, args: String) -> String {
 fn run(our: &Address, args: &str) -> Result<String, String> {
     let words: Vec<&str> = args.split_whitespace().collect();
     let request = match words.as_slice() {
-        [] => Request::ListApis,
+        [] => Request::Packages,
         [word] => Request::Linked(
             linker_script::package_id(word)
                 .ok_or_else(|| format!("`{word}` is not a package id (name:publisher); {USAGE}"))?,
@@ -27,16 +27,13 @@ fn run(our: &Address, args: &str) -> Result<String, String> {
         _ => return Err(format!("one package at most; {USAGE}")),
     };
     match linker_script::ask(our, &request, Vec::new())? {
-        Response::ListApis(Ok(apis)) => Ok(show::dependents(&apis)),
-        Response::Linked(Ok(report)) => Ok(show::link_report(
-            &format!("{} was linked", report.package.name),
-            &report,
-        )),
+        Response::Packages(Ok(packages)) => Ok(show::packages(&packages)),
+        Response::Linked(Ok(info)) => Ok(show::package_info(&info)),
         Response::Linked(Err(LinkerError::NotInstalled(package))) => Err(format!(
             "{package} is not installed on this node: `linked:linker:sys` with no argument lists \
              the linked packages"
         )),
-        Response::ListApis(Err(error)) | Response::Linked(Err(error)) => {
+        Response::Packages(Err(error)) | Response::Linked(Err(error)) => {
             Err(show::linker_error(&error))
         }
         _ => Err(linker_script::UNEXPECTED.to_owned()),

@@ -106,10 +106,7 @@ impl Owned {
     }
 
     fn input(&self) -> Input<'_> {
-        Input {
-            name: &self.name,
-            bytes: &self.bytes,
-        }
+        Input::new(&self.name, &self.bytes)
     }
 }
 

@@ -34,16 +34,13 @@ fn run_case(dir: &Path) -> anyhow::Result<String> {
     };
     let inputs: Vec<Input<'_>> = libraries
         .iter()
-        .map(|(name, bytes)| Input { name, bytes })
+        .map(|(name, bytes)| Input::new(name, bytes))
         .collect();
     let options = Options {
         world,
         ..Options::default()
     };
-    let root = Input {
-        name: "root.wasm",
-        bytes: &root,
-    };
+    let root = Input::new("root.wasm", &root);
     Ok(match linker_core::compose(root, &inputs, &options) {
         Ok(composed) => {
             let shape = shape(&composed.bytes)?;

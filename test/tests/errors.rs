@@ -51,16 +51,9 @@ fn link_with(
 ) -> Result<linker_core::Linked, LinkError> {
     let apis: Vec<Input<'_>> = apis
         .iter()
-        .map(|&(name, bytes)| Input { name, bytes })
+        .map(|&(name, bytes)| Input::new(name, bytes))
         .collect();
-    linker_core::link(
-        Input {
-            name: "app:test.os.zip",
-            bytes: package,
-        },
-        &apis,
-        options,
-    )
+    linker_core::link(Input::new("app:test.os.zip", package), &apis, options)
 }
 
 fn api(files: &[(&str, &[u8])]) -> Vec<u8> {

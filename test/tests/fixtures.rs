@@ -28,14 +28,11 @@ fn link(name: &str, deps: &[&str]) -> Result<linker_core::Linked, LinkError> {
         .collect();
     let inputs: Vec<Input<'_>> = apis
         .iter()
-        .map(|(name, bytes)| Input { name, bytes })
+        .map(|(name, bytes)| Input::new(name, bytes))
         .collect();
     let package_name = format!("{}.zip", f.id(name));
     linker_core::link(
-        Input {
-            name: &package_name,
-            bytes: &package,
-        },
+        Input::new(&package_name, &package),
         &inputs,
         &Options::default(),
     )
@@ -199,10 +196,7 @@ fn a_linked_package_relinks_as_a_no_op() {
     let linked = link("app", &["mathlib"]).expect("links");
     let inputs = [];
     let again = linker_core::link(
-        Input {
-            name: "app:test.os.zip",
-            bytes: &linked.bytes,
-        },
+        Input::new("app:test.os.zip", &linked.bytes),
         &inputs,
         &Options::default(),
     )

@@ -50,19 +50,10 @@ fn wasm_build_links_byte_identically_to_native() {
         read("textlib:test.os-api.zip"),
     );
     let native = linker_core::link(
-        Input {
-            name: "duo:test.os.zip",
-            bytes: &package,
-        },
+        Input::new("duo:test.os.zip", &package),
         &[
-            Input {
-                name: "mathlib:test.os",
-                bytes: &mathlib,
-            },
-            Input {
-                name: "textlib:test.os",
-                bytes: &textlib,
-            },
+            Input::new("mathlib:test.os", &mathlib),
+            Input::new("textlib:test.os", &textlib),
         ],
         &Options::default(),
     )

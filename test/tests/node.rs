@@ -163,14 +163,8 @@ fn link_returns_the_same_bytes_as_the_native_core() {
     let package = read(f.package("app"));
     let api = read(f.api("mathlib"));
     let native = linker_core::link(
-        linker_core::Input {
-            name: "app:test.os",
-            bytes: &package,
-        },
-        &[linker_core::Input {
-            name: "mathlib:test.os",
-            bytes: &api,
-        }],
+        linker_core::Input::new("app:test.os", &package),
+        &[linker_core::Input::new("mathlib:test.os", &api)],
         &linker_core::Options {
             compression: linker_core::Compression::Stored,
             ..Default::default()

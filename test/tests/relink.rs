@@ -43,7 +43,14 @@ fn dependents(s: &Session, api: &str) -> Value {
     let apis = ok(&body["ListApis"]).as_array().expect("a list").clone();
     apis.iter()
         .find(|info| info["package"] == api)
-        .map(|info| info["dependents"].clone())
+        .map(|info| {
+            json!(info["dependents"]
+                .as_array()
+                .expect("dependents")
+                .iter()
+                .map(|dependent| dependent["package"].clone())
+                .collect::<Vec<_>>())
+        })
         .unwrap_or_else(|| panic!("{api} not listed: {apis:#?}"))
 }
 

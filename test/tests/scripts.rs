@@ -14,7 +14,7 @@ const UPLOADS: &str = "/tester:test.os/uploads";
 const WAIT: Duration = Duration::from_secs(120);
 const LINK_USAGE: &str = "usage: link:linker:sys <package-id | vfs-path> \
                           [--download <version-hash>] [--api <package-id | vfs-path>]... [--install] \
-                          [--explain]";
+                          [--explain] | link:linker:sys --auto <on | off | status>";
 
 /// The first 12 hex digits, as the scripts show hashes.
 fn short(hash: &str) -> &str {
@@ -112,11 +112,12 @@ impl Session {
     }
 }
 
-/// The lines of a link report for the `app` fixture linked against mathlib.
-fn app_linked_rows() -> String {
+/// The lines of a link report for the `app` fixture linked against mathlib, chosen as `how`
+/// (`given`, `declared`).
+fn app_linked_rows(how: &str) -> String {
     format!(
-        "  app.wasm (process app)  {MATHLIB}  <- mathlib:test.os/mathlib-api.wasm\n  \
-         calc.wasm (script)      {MATHLIB}  <- mathlib:test.os/mathlib-api.wasm\n  \
+        "  app.wasm (process app)  {MATHLIB}  <- mathlib:test.os/mathlib-api.wasm ({how})\n  \
+         calc.wasm (script)      {MATHLIB}  <- mathlib:test.os/mathlib-api.wasm ({how})\n  \
          copied mathlib-worker.wasm from mathlib:test.os"
     )
 }
@@ -126,14 +127,24 @@ fn link_an_installed_package_against_an_installed_api() {
     let s = Session::new();
     s.install("mathlib", &[]);
     s.install("app", &[]);
-    let output = s.run("link:linker:sys", "app:test.os --api mathlib:test.os");
+    let output = s.run("link:linker:sys", "app:test.os");
     // The install linked the same inputs, so the link comes from the linker's cache.
     assert_eq!(
         output,
         format!(
             "app:test.os linked against mathlib:test.os (cached)\n{}\n\
              nothing installed: add --install to install it",
-            app_linked_rows()
+            app_linked_rows("declared")
+        )
+    );
+    // Named with --api, the same library is `given`, a different report.
+    let output = s.run("link:linker:sys", "app:test.os --api mathlib:test.os");
+    assert_eq!(
+        output,
+        format!(
+            "app:test.os linked against mathlib:test.os\n{}\n\
+             nothing installed: add --install to install it",
+            app_linked_rows("given")
         )
     );
 }
@@ -149,7 +160,7 @@ fn link_zips_at_vfs_paths_with_the_scripts_vfs_capability() {
         format!(
             "app:test.os.zip linked against mathlib:test.os\n{}\n\
              nothing installed: add --install to install it",
-            app_linked_rows()
+            app_linked_rows("given")
         )
     );
     // Linking installs nothing.
@@ -176,9 +187,9 @@ fn link_install_reinstalls_and_relinks_dependents() {
         output,
         format!(
             "installed app:test.os (version {v}, replaces {v})\n\
-             linked against mathlib:test.os (cached)\n{}\n\
+             linked against mathlib:test.os\n{}\n\
              started app:app:test.os",
-            app_linked_rows(),
+            app_linked_rows("given"),
             v = short(&app),
         )
     );
@@ -317,16 +328,40 @@ fn linked_shows_what_was_linked_into_a_package() {
     let s = Session::new();
     s.install("mathlib", &[]);
     s.install("app", &[]);
+    let app = short(&sha256(&read(fixtures().package("app")))).to_owned();
+    let mathlib = short(&sha256(&read(fixtures().package("mathlib")))).to_owned();
     assert_eq!(
         s.run("linked:linker:sys", "app:test.os"),
         format!(
-            "app:test.os was linked against mathlib:test.os\n{}",
-            app_linked_rows()
+            "app:test.os (version {app}) was linked against mathlib:test.os\n{}",
+            app_linked_rows("declared")
         )
     );
     assert_eq!(
         s.run("linked:linker:sys", ""),
-        "package      linked against\napp:test.os  mathlib:test.os"
+        [
+            "package          version       how      state",
+            &format!("app:test.os      {app}  request  linked against mathlib:test.os"),
+            &format!("mathlib:test.os  {mathlib}  request  linked against no APIs"),
+        ]
+        .join("\n")
+    );
+}
+
+#[test]
+fn link_auto_switches_auto_linking() {
+    let s = Session::new();
+    let on = "auto-linking is on: packages the app store installs or updates are linked within \
+              seconds";
+    let off = "auto-linking is off: packages the app store installs run as installed; \
+               `link:linker:sys <package-id> --install` links one";
+    assert_eq!(s.run("link:linker:sys", "--auto status"), on);
+    assert_eq!(s.run("link:linker:sys", "--auto off"), off);
+    assert_eq!(s.run("link:linker:sys", "--auto status"), off);
+    assert_eq!(s.run("link:linker:sys", "--auto on"), on);
+    assert_eq!(
+        s.run("link:linker:sys", "--auto maybe"),
+        format!("link: --auto takes on, off or status; {LINK_USAGE}")
     );
 }
 

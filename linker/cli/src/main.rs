@@ -104,10 +104,7 @@ impl Loaded {
     }
 
     fn input(&self) -> Input<'_> {
-        Input {
-            name: &self.name,
-            bytes: &self.bytes,
-        }
+        Input::new(&self.name, &self.bytes)
     }
 }
 

@@ -78,7 +78,7 @@ fn a_failed_link_exits_1_names_the_import_and_writes_nothing() {
     assert_eq!(stdout, "");
     assert_eq!(
         stderr,
-        "error: linking `app.wasm`: `app.wasm` in `app:test.os.zip` imports `acme:math/math@1.0.0`, and no API provides it\n"
+        "error: linking `app.wasm`: `app.wasm` in `app:test.os.zip` imports `acme:math/math@1.0.0`, and none of the APIs it is linked against provides it\n"
     );
     assert!(!dir.path().join("out.zip").exists());
     assert!(!dir.path().join("out.zip.partial").exists());

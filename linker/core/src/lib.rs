@@ -23,7 +23,7 @@ pub use archive::{ArchiveError, Compression, Limits};
 pub use compose::ComposeError;
 pub use inspect::{InspectError, Origin, World};
 pub use package::{CopiedFile, PackageError};
-pub use report::{ComponentReport, Digest, LinkReport, Role};
+pub use report::{ComponentReport, Digest, LinkReport, Role, Source};
 pub use resolve::{ImportReport, Outcome, ResolveError};
 pub use verify::VerifyError;
 
@@ -42,6 +42,20 @@ pub struct Input<'a> {
     pub name: &'a str,
     /// The bytes.
     pub bytes: &'a [u8],
+    /// For an API archive, why it is an input; reports carry it to every import it satisfies.
+    /// Ignored for the package itself.
+    pub source: Source,
+}
+
+impl<'a> Input<'a> {
+    /// An input named by the user ([`Source::Given`]).
+    pub fn new(name: &'a str, bytes: &'a [u8]) -> Self {
+        Input {
+            name,
+            bytes,
+            source: Source::Given,
+        }
+    }
 }
 
 /// How to link.
@@ -121,7 +135,10 @@ pub fn link(
     options: &Options,
 ) -> Result<Linked, LinkError> {
     let mut session = Session::load(package, apis, options)?;
-    let resolutions = session.resolve_all()?;
+    let mut resolutions = session.resolve_all()?;
+    for resolution in &mut resolutions {
+        session.attribute(&mut resolution.reports);
+    }
     let catalog = session.catalog();
     let mut components = Vec::with_capacity(session.components.len());
     let mut linked_files = Vec::new();
@@ -188,12 +205,17 @@ pub fn explain(
     let components = session
         .components
         .iter()
-        .map(|(path, unit)| ComponentReport {
-            path: path.clone(),
-            role: session.role(path),
-            sha256: unit.sha256.clone(),
-            linked_sha256: None,
-            imports: resolve::resolve(unit, &catalog, &session.types, options.world).reports,
+        .map(|(path, unit)| {
+            let mut imports =
+                resolve::resolve(unit, &catalog, &session.types, options.world).reports;
+            session.attribute(&mut imports);
+            ComponentReport {
+                path: path.clone(),
+                role: session.role(path),
+                sha256: unit.sha256.clone(),
+                linked_sha256: None,
+                imports,
+            }
         })
         .collect();
     Ok(Explanation {
@@ -369,6 +391,23 @@ impl Session {
         Catalog::new(&self.providers, &self.types)
     }
 
+    /// Records, on every linked import, why its provider's archive was an input: the package's
+    /// own `api.zip` is [`Source::Own`], an API archive carries the source it was given with.
+    fn attribute(&self, reports: &mut [ImportReport]) {
+        for report in reports {
+            if let Outcome::Linked {
+                provider, source, ..
+            } = &mut report.outcome
+            {
+                *source = self
+                    .api_digests
+                    .iter()
+                    .find(|api| api.name == provider.archive)
+                    .map_or(Source::Own, |api| api.source);
+            }
+        }
+    }
+
     fn role(&self, path: &str) -> Role {
         self.files
             .roles
@@ -434,5 +473,6 @@ fn digest(input: &Input<'_>) -> Digest {
     Digest {
         name: input.name.to_owned(),
         sha256: sha256_hex(input.bytes),
+        source: input.source,
     }
 }

@@ -29,6 +29,42 @@ pub struct Digest {
     pub name: String,
     /// Its SHA-256.
     pub sha256: String,
+    /// For an API archive, why it was linked against (omitted when the user named it).
+    #[serde(default, skip_serializing_if = "Source::is_given")]
+    pub source: Source,
+}
+
+/// Why an API archive is among a link's inputs, so a person can see what was chosen for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// Named by whoever asked for the link (a command-line argument, a request's `apis`).
+    #[default]
+    Given,
+    /// A dependency the package declares in its `metadata.json`.
+    Declared,
+    /// Found on the node because it exports an interface that was imported.
+    Found,
+    /// The package's own `api.zip`.
+    Own,
+}
+
+impl Source {
+    /// Whether the user named the archive (the default, left out of `link.json`).
+    pub fn is_given(&self) -> bool {
+        *self == Source::Given
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Given => "given",
+            Source::Declared => "declared",
+            Source::Found => "found on the node",
+            Source::Own => "the package's own API",
+        })
+    }
 }
 
 /// One component of the package, and every library import resolved for it.

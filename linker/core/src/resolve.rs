@@ -16,6 +16,7 @@ use thiserror::Error;
 use wac_graph::types::{are_semver_compatible, ItemKind, SubtypeChecker, Types};
 
 use crate::inspect::{Origin, Unit, World};
+use crate::report::Source;
 
 /// What became of one library import.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +32,9 @@ pub enum Outcome {
         sha256: String,
         /// Whether the match was semver-compatible rather than exact.
         semver: bool,
+        /// Why the provider's archive was an input (omitted when the user named it).
+        #[serde(default, skip_serializing_if = "Source::is_given")]
+        source: Source,
     },
     /// No provider exports this interface at a compatible version.
     Unmatched {
@@ -79,7 +83,7 @@ pub struct ImportReport {
 pub enum ResolveError {
     /// Nothing exports the import at a compatible version.
     #[error(
-        "linking `{component}`: {importer} imports `{import}`, and no API provides it{}",
+        "linking `{component}`: {importer} imports `{import}`, and none of the APIs it is linked against provides it{}",
         near_note(near)
     )]
     NoProvider {
@@ -460,6 +464,7 @@ impl Resolver<'_, '_> {
                     export: export.to_owned(),
                     sha256: unit.sha256.clone(),
                     semver,
+                    source: Source::Given,
                 };
                 (outcome, Some((provider, export.to_owned())))
             }

@@ -1,9 +1,9 @@
 //! The APIs this node has: every installed package with a `/{pkg}/pkg/api.zip`, then every API
-//! in the linker's mirror that is not installed.
+//! in the linker's mirror that is not installed (`removed` when packages were linked against it).
 
 use linker_core::{Input, Options};
 
-use crate::api::{ApiInfo, LinkerError};
+use crate::api::{ApiInfo, Dependent, LinkerError};
 use crate::node;
 use crate::store;
 
@@ -25,14 +25,18 @@ pub fn list() -> Result<Vec<ApiInfo>, LinkerError> {
             continue;
         }
         if let Some(bytes) = store::mirrored(&name).map_err(LinkerError::Unreadable)? {
-            apis.push(describe(&name, "mirror", &bytes)?);
+            let mut api = describe(&name, "mirror", &bytes)?;
+            if !api.dependents.is_empty() {
+                "removed".clone_into(&mut api.location);
+            }
+            apis.push(api);
         }
     }
     Ok(apis)
 }
 
 fn describe(name: &str, location: &str, bytes: &[u8]) -> Result<ApiInfo, LinkerError> {
-    let description = linker_core::describe_api(Input { name, bytes }, &Options::default())
+    let description = linker_core::describe_api(Input::new(name, bytes), &Options::default())
         .map_err(|e| LinkerError::from(&e))?;
     let mut interfaces: Vec<String> = description
         .libraries
@@ -47,6 +51,20 @@ fn describe(name: &str, location: &str, bytes: &[u8]) -> Result<ApiInfo, LinkerE
         sha256: description.api.sha256,
         interfaces,
         wit_files: description.wit,
-        dependents: store::dependents(name).map_err(LinkerError::Unreadable)?,
+        dependents: store::dependents(name)
+            .map_err(LinkerError::Unreadable)?
+            .into_iter()
+            .map(|package| {
+                let trigger = store::record(&package)
+                    .ok()
+                    .flatten()
+                    .map(|record| record.trigger)
+                    .unwrap_or_default();
+                Dependent {
+                    package,
+                    trigger: trigger.into(),
+                }
+            })
+            .collect(),
     })
 }

@@ -24,7 +24,18 @@ impl From<&core::Digest> for api::Digest {
         api::Digest {
             name: digest.name.clone(),
             sha256: digest.sha256.clone(),
+            provenance: provenance(digest.source),
         }
+    }
+}
+
+/// The API's name for why an API zip was linked against.
+pub fn provenance(source: core::Source) -> api::Provenance {
+    match source {
+        core::Source::Given => api::Provenance::Given,
+        core::Source::Declared => api::Provenance::Declared,
+        core::Source::Found => api::Provenance::Found,
+        core::Source::Own => api::Provenance::Own,
     }
 }
 
@@ -36,11 +47,13 @@ impl From<&core::Outcome> for api::Outcome {
                 export,
                 sha256,
                 semver,
+                source,
             } => api::Outcome::Linked(api::LinkedImport {
                 provider: provider.into(),
                 export: export.clone(),
                 sha256: sha256.clone(),
                 semver: *semver,
+                provenance: provenance(*source),
             }),
             core::Outcome::Unmatched { near } => api::Outcome::Unmatched(near.clone()),
             core::Outcome::Rejected {
@@ -203,6 +216,7 @@ fn unresolved(error: &core::ResolveError) -> api::UnresolvedImport {
             name: import.clone(),
             reason: api::UnresolvedReason::NoProvider(near.clone()),
             message,
+            hint: String::new(),
         },
         R::TypeMismatch {
             component,
@@ -221,6 +235,7 @@ fn unresolved(error: &core::ResolveError) -> api::UnresolvedImport {
                 reason: reason.clone(),
             }),
             message,
+            hint: String::new(),
         },
         R::Ambiguous {
             component,
@@ -233,6 +248,7 @@ fn unresolved(error: &core::ResolveError) -> api::UnresolvedImport {
             name: import.clone(),
             reason: api::UnresolvedReason::Ambiguous(origins(candidates)),
             message,
+            hint: String::new(),
         },
         R::Cycle { component, path } => api::UnresolvedImport {
             component: component.clone(),
@@ -243,6 +259,7 @@ fn unresolved(error: &core::ResolveError) -> api::UnresolvedImport {
             name: String::new(),
             reason: api::UnresolvedReason::Cycle(origins(path)),
             message,
+            hint: String::new(),
         },
     }
 }

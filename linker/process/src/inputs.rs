@@ -1,10 +1,17 @@
 //! Gathering a request's inputs from the node: the package zip (blob, VFS path or installed
-//! package), its metadata, and the API zips (VFS paths, installed packages, the metadata's
-//! dependencies, or the linker's mirror). Reads only; nothing is written.
+//! package), its metadata, and the API zips. Reads only; nothing is written.
+//!
+//! One rule chooses the APIs, for requests and auto-linking alike: the APIs the request names;
+//! then, if the package's metadata declares dependencies, those (and only those, so an undeclared
+//! import is an error); otherwise, for every library import nothing else provides, each API on
+//! the node (installed first, then the mirror) that exports its interface, leaving versions,
+//! types and ambiguity to the core. Libraries that need other libraries get them from the node
+//! the same way. Each API carries its [`Source`], so reports say what was chosen and why.
 
 use kinode_process_lib::kernel_types::Erc721Metadata;
 
 use kinode_process_lib::{Address, Capability, Message};
+use linker_core::{Outcome, Source};
 
 use crate::api::{self, ApiSource, LinkRequest, LinkerError, PackageSource};
 use crate::auth;
@@ -37,17 +44,25 @@ pub struct Named {
     pub bytes: Vec<u8>,
     /// Its SHA-256.
     pub sha256: String,
+    /// For an API, why it is an input.
+    pub source: Source,
 }
 
 impl Named {
-    /// Names and hashes an input.
+    /// Names and hashes an input the request named.
     pub fn new(name: String, bytes: Vec<u8>) -> Self {
         let sha256 = store::sha256_hex(&bytes);
         Named {
             name,
             bytes,
             sha256,
+            source: Source::Given,
         }
+    }
+
+    /// The same input, chosen for `source`.
+    fn chosen(self, source: Source) -> Self {
+        Named { source, ..self }
     }
 
     /// The input as the linking core takes it.
@@ -55,6 +70,7 @@ impl Named {
         linker_core::Input {
             name: &self.name,
             bytes: &self.bytes,
+            source: self.source,
         }
     }
 }
@@ -67,8 +83,12 @@ pub struct Inputs {
     pub package_id: Option<String>,
     /// The metadata.json text and its parsed form.
     pub metadata: Option<(String, Erc721Metadata)>,
-    /// The API zips, explicit ones first, then the metadata's dependencies.
+    /// The API zips: the request's, then the declared or found ones, then nested ones.
     pub apis: Vec<Named>,
+    /// Whether the metadata's dependencies bound which APIs the package may use.
+    pub declared: bool,
+    /// The node's APIs, once read.
+    pool: Option<Vec<(Named, linker_core::ApiDescription)>>,
 }
 
 impl Inputs {
@@ -79,6 +99,7 @@ impl Inputs {
             .map(|api| api::Digest {
                 name: api.name.clone(),
                 sha256: api.sha256.clone(),
+                provenance: crate::convert::provenance(api.source),
             })
             .collect()
     }
@@ -118,8 +139,9 @@ impl LinkRequest {
 }
 
 /// Reads every input a request names, for the sender of `message` (whose blob is the package
-/// when the request says so). Installed packages' zips and APIs are readable by any local process,
-/// as the app store serves them; VFS paths only as far as the sender may read them.
+/// when the request says so), and chooses the APIs by the module's rule. Installed packages' zips
+/// and APIs are readable by any local process, as the app store serves them; VFS paths only as
+/// far as the sender may read them.
 pub fn gather(
     our: &Address,
     caller: &Caller<'_>,
@@ -186,13 +208,23 @@ pub fn gather(
         .or_else(|| path_id(&request.source));
     let metadata = match (metadata, &request.source) {
         (None, PackageSource::Download(download)) => chain_metadata(&download.package)?,
-        (None, PackageSource::Installed(id)) => recorded_metadata(&id_string(id))?,
+        (None, PackageSource::Installed(id)) => match recorded_metadata(&id_string(id))? {
+            Some(metadata) => Some(metadata),
+            None => chain_metadata(id)?,
+        },
         (metadata, _) => metadata,
     };
 
-    let mut apis = Vec::new();
+    let mut inputs = Inputs {
+        package,
+        package_id,
+        metadata,
+        apis: Vec::new(),
+        declared: false,
+        pool: None,
+    };
     for source in &request.apis {
-        apis.push(match source {
+        inputs.apis.push(match source {
             ApiSource::VfsPath(path) => Named::new(
                 api_name(path),
                 node::read(path).map_err(LinkerError::Unreadable)?,
@@ -204,17 +236,19 @@ pub fn gather(
             }
         });
     }
-    let dependencies = metadata
+    let dependencies = inputs
+        .metadata
         .as_ref()
         .and_then(|(_, m)| m.properties.dependencies.clone())
         .unwrap_or_default();
+    inputs.declared = !dependencies.is_empty();
     for dependency in dependencies {
-        if Some(&dependency) == package_id.as_ref() || apis.iter().any(|a| a.name == dependency) {
+        if Some(&dependency) == inputs.package_id.as_ref() || inputs.has_api(&dependency) {
             continue;
         }
         let bytes = node_api(&dependency)?.ok_or_else(|| {
             LinkerError::MissingDependency(api::MissingDependency {
-                package: package_id.clone().unwrap_or_else(|| package.name.clone()),
+                package: inputs.name().to_owned(),
                 hint: format!(
                     "install {dependency} first (from the app store, or `link:linker:sys <its zip> \
                      --install`), or pass its API zip"
@@ -222,15 +256,15 @@ pub fn gather(
                 dependency: dependency.clone(),
             })
         })?;
-        apis.push(Named::new(dependency, bytes));
+        inputs
+            .apis
+            .push(Named::new(dependency, bytes).chosen(Source::Declared));
     }
-    add_nested(&mut apis)?;
-    Ok(Inputs {
-        package,
-        package_id,
-        metadata,
-        apis,
-    })
+    if !inputs.declared {
+        inputs.find_on_node()?;
+    }
+    inputs.add_nested()?;
+    Ok(inputs)
 }
 
 /// The interface of a full import or export name: `kinode:process/mathlib@1.0.0` ->
@@ -240,88 +274,206 @@ fn interface(name: &str) -> &str {
         .map_or(name, |(interface, _)| interface)
 }
 
-/// Adds the APIs on the node that the given APIs' libraries need and none of them provides:
-/// nested dependencies, to any depth. Only libraries' imports are looked up this way; the
-/// package's own imports must come from its dependencies or the request.
-fn add_nested(apis: &mut Vec<Named>) -> Result<(), LinkerError> {
-    let describe = |api: &Named| {
-        linker_core::describe_api(api.input(), &linker_core::Options::default())
-            .map_err(|e| LinkerError::from(&e))
-    };
-    let mut descriptions = apis.iter().map(describe).collect::<Result<Vec<_>, _>>()?;
-    let mut candidates: Option<Vec<(Named, linker_core::ApiDescription)>> = None;
-    loop {
-        let exported: Vec<&str> = descriptions
-            .iter()
-            .flat_map(|d| d.libraries.iter().flat_map(|l| l.exports.iter()))
-            .map(|name| interface(name))
-            .collect();
-        let needed: Vec<String> = descriptions
-            .iter()
-            .flat_map(|d| d.libraries.iter().flat_map(|l| l.imports.iter()))
-            .map(|name| interface(name).to_owned())
-            .filter(|name| !exported.contains(&name.as_str()))
-            .collect();
-        if needed.is_empty() {
-            return Ok(());
+impl Inputs {
+    /// The package's id, or the name it was given under.
+    pub fn name(&self) -> &str {
+        self.package_id.as_deref().unwrap_or(&self.package.name)
+    }
+
+    fn has_api(&self, name: &str) -> bool {
+        self.apis.iter().any(|api| api.name == name)
+    }
+
+    /// The APIs on the node, read and described on first use: installed packages' first, then
+    /// the mirror's. An API that cannot be read is left out; it fails only where it is named.
+    fn pool(&mut self) -> Result<&mut Vec<(Named, linker_core::ApiDescription)>, LinkerError> {
+        if self.pool.is_none() {
+            let mut names: Vec<String> = node::read_dir("/")
+                .map_err(LinkerError::Unreadable)?
+                .into_iter()
+                .map(|(name, _)| name)
+                .filter(|name| store::is_package_id(name))
+                .collect();
+            names.extend(store::mirrored_names().map_err(LinkerError::Unreadable)?);
+            let mut pool: Vec<(Named, linker_core::ApiDescription)> = Vec::new();
+            for name in names {
+                if pool.iter().any(|(api, _)| api.name == name) {
+                    continue;
+                }
+                if let Some(bytes) = node_api(&name)? {
+                    let api = Named::new(name, bytes).chosen(Source::Found);
+                    if let Ok(description) = describe(&api) {
+                        pool.push((api, description));
+                    }
+                }
+            }
+            self.pool = Some(pool);
         }
-        let pool = match &mut candidates {
-            Some(pool) => pool,
-            None => candidates.insert(node_apis(apis, &describe)?),
-        };
-        let mut added = false;
+        Ok(self.pool.get_or_insert_with(Vec::new))
+    }
+
+    /// Adds, for every library import of the package that the APIs so far do not provide, each
+    /// API on the node that exports its interface.
+    fn find_on_node(&mut self) -> Result<(), LinkerError> {
+        let explanation = linker_core::explain(
+            self.package.input(),
+            &self.api_inputs(),
+            &linker_core::Options::default(),
+        )
+        .map_err(|e| LinkerError::from(&e))?;
+        let wanted: Vec<String> = explanation
+            .components
+            .iter()
+            .flat_map(|component| &component.imports)
+            .filter(|import| matches!(import.outcome, Outcome::Unmatched { .. }))
+            .map(|import| interface(&import.import).to_owned())
+            .collect();
+        self.take_exporters(&wanted)?;
+        Ok(())
+    }
+
+    /// Moves every API of the pool that exports one of `interfaces` into the inputs; whether
+    /// any did.
+    fn take_exporters(&mut self, interfaces: &[String]) -> Result<bool, LinkerError> {
+        if interfaces.is_empty() {
+            return Ok(false);
+        }
+        let own = self.package_id.clone();
+        let pool = self.pool()?;
+        let mut taken = Vec::new();
         let mut index = 0;
         while index < pool.len() {
-            let provides = pool[index].1.libraries.iter().any(|library| {
-                library
-                    .exports
-                    .iter()
-                    .any(|name| needed.iter().any(|n| n == interface(name)))
-            });
-            if provides {
-                let (api, description) = pool.remove(index);
-                apis.push(api);
-                descriptions.push(description);
-                added = true;
+            let (api, description) = &pool[index];
+            let exports = exported(description).any(|name| interfaces.iter().any(|i| i == name));
+            if exports && Some(&api.name) != own.as_ref() {
+                taken.push(pool.remove(index).0);
             } else {
                 index += 1;
             }
         }
-        if !added {
-            return Ok(());
-        }
+        taken.retain(|api| !self.apis.iter().any(|known| known.name == api.name));
+        let added = !taken.is_empty();
+        self.apis.extend(taken);
+        Ok(added)
     }
-}
 
-/// Every API on the node not among `apis`, described: installed packages' first, then the
-/// mirror's.
-fn node_apis(
-    apis: &[Named],
-    describe: &dyn Fn(&Named) -> Result<linker_core::ApiDescription, LinkerError>,
-) -> Result<Vec<(Named, linker_core::ApiDescription)>, LinkerError> {
-    let mut names: Vec<String> = node::read_dir("/")
-        .map_err(LinkerError::Unreadable)?
-        .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| name.contains(':'))
-        .collect();
-    names.extend(store::mirrored_names().map_err(LinkerError::Unreadable)?);
-    let mut pool = Vec::new();
-    for name in names {
-        if apis.iter().any(|api| api.name == name)
-            || pool.iter().any(|(a, _): &(Named, _)| a.name == name)
-        {
-            continue;
-        }
-        if let Some(bytes) = node_api(&name)? {
-            let api = Named::new(name, bytes);
-            // An API that cannot be read is not a candidate; it fails only where it is named.
-            if let Ok(description) = describe(&api) {
-                pool.push((api, description));
+    /// Adds the APIs on the node that the chosen APIs' libraries need and none of them
+    /// provides: nested dependencies, to any depth.
+    fn add_nested(&mut self) -> Result<(), LinkerError> {
+        let mut descriptions = self
+            .apis
+            .iter()
+            .map(describe)
+            .collect::<Result<Vec<_>, _>>()?;
+        loop {
+            let exports: Vec<&str> = descriptions.iter().flat_map(exported).collect();
+            let needed: Vec<String> = descriptions
+                .iter()
+                .flat_map(|d| d.libraries.iter().flat_map(|l| l.imports.iter()))
+                .map(|name| interface(name).to_owned())
+                .filter(|name| !exports.contains(&name.as_str()))
+                .collect();
+            let known = self.apis.len();
+            if !self.take_exporters(&needed)? {
+                return Ok(());
+            }
+            for api in &self.apis[known..] {
+                descriptions.push(describe(api)?);
             }
         }
     }
-    Ok(pool)
+
+    /// Says, for each import that cannot be linked, what the node has and what to do; other
+    /// errors are returned as they are.
+    pub fn advise(&mut self, error: LinkerError) -> LinkerError {
+        let LinkerError::Unresolved(mut imports) = error else {
+            return error;
+        };
+        let package = self.name().to_owned();
+        let declared = self.declared;
+        let exporters =
+            |pool: &[(Named, linker_core::ApiDescription)], name: &str| -> Vec<String> {
+                pool.iter()
+                    .filter(|(_, d)| exported(d).any(|e| e == interface(name)))
+                    .map(|(api, _)| api.name.clone())
+                    .collect()
+            };
+        let pool = match self.pool() {
+            Ok(pool) => pool.as_slice(),
+            Err(_) => &[],
+        };
+        for import in &mut imports {
+            import.hint = match &import.reason {
+                api::UnresolvedReason::NoProvider(near) => {
+                    let unused = exporters(pool, &import.name);
+                    if declared && !unused.is_empty() {
+                        format!(
+                            "{} on this node {} `{}`, but {package}'s metadata.json does not \
+                             list it in `dependencies`: add it there, or pass it with `--api`",
+                            unused.join(" and "),
+                            if unused.len() == 1 {
+                                "exports"
+                            } else {
+                                "export"
+                            },
+                            interface(&import.name)
+                        )
+                    } else if !near.is_empty() {
+                        format!(
+                            "this node has only other versions of `{}`: install a version of \
+                             the package that exports `{}`",
+                            interface(&import.name),
+                            import.name
+                        )
+                    } else {
+                        format!(
+                            "no package on this node exports `{}`: install the package that \
+                             publishes it (its API is usually named after the interface, \
+                             `{}:<publisher>`), then link again",
+                            interface(&import.name),
+                            interface(&import.name)
+                                .rsplit('/')
+                                .next()
+                                .unwrap_or_default()
+                        )
+                    }
+                }
+                api::UnresolvedReason::TypeMismatch(rejected) => format!(
+                    "{} exports `{}` with another type: install a version of it built from \
+                     the WIT {package} was built against, or pass the right API with `--api`",
+                    rejected.provider.archive, rejected.export
+                ),
+                api::UnresolvedReason::Ambiguous(candidates) => {
+                    let mut archives: Vec<&str> =
+                        candidates.iter().map(|c| c.archive.as_str()).collect();
+                    archives.dedup();
+                    format!(
+                        "{} all export it: name the one to use in {package}'s metadata.json \
+                         `dependencies`, or pass only it with `--api`",
+                        archives.join(" and ")
+                    )
+                }
+                api::UnresolvedReason::Cycle(_) => {
+                    "the libraries' packages must be rebuilt without the cycle".to_owned()
+                }
+            };
+        }
+        LinkerError::Unresolved(imports)
+    }
+}
+
+/// The interfaces an API's libraries export, without versions.
+fn exported(description: &linker_core::ApiDescription) -> impl Iterator<Item = &str> {
+    description
+        .libraries
+        .iter()
+        .flat_map(|library| library.exports.iter())
+        .map(|name| interface(name))
+}
+
+fn describe(api: &Named) -> Result<linker_core::ApiDescription, LinkerError> {
+    linker_core::describe_api(api.input(), &linker_core::Options::default())
+        .map_err(|e| LinkerError::from(&e))
 }
 
 /// The package id a request names without metadata: an installed package's, a download's, or

@@ -5,7 +5,8 @@
 //! the linked zip. Then the files of the installed version (if any) are read into a backup (kept in
 //! the linker's drive until the install ends), and the new version is applied: its processes
 //! killed, `/{pkg}/pkg` replaced by the linked files (`CreateDrive`, `RemoveDirAll`, `AddZip`), the
-//! uploaded zip written to `/{pkg}/pkg/{pkg}.zip`, `api.zip` extracted to `/{pkg}/pkg/api`, then
+//! uploaded zip written to `/{pkg}/pkg/{pkg}.zip` (with the linker's marker beside it, see
+//! [`store::MARKER`]), `api.zip` extracted to `/{pkg}/pkg/api`, then
 //! every process initialised with its linked bytes at its `wasm_bytes_handle`, granted its
 //! capabilities, and run. If any step fails, the new processes are killed, `/{pkg}/pkg` is
 //! removed, and the backup is applied the same way, restarting the previous processes.
@@ -61,6 +62,8 @@ pub struct Installed {
     pub processes: Vec<String>,
     /// The version hash replaced, if a version was installed before.
     pub replaced: Option<String>,
+    /// Whether the package has an API (`api.zip`).
+    pub has_api: bool,
 }
 
 /// Installs `upload`, or leaves the node as it was and says what became of the previous version.
@@ -73,7 +76,13 @@ pub fn install(our: &Address, upload: &Upload<'_>) -> Result<Installed, LinkerEr
     let new = Version {
         processes: processes(package, &files)?,
         zip: upload.linked.to_vec(),
-        writes: vec![(format!("{package}.zip"), upload.original.to_vec())],
+        writes: vec![
+            (format!("{package}.zip"), upload.original.to_vec()),
+            (
+                store::MARKER.to_owned(),
+                upload.version_hash.as_bytes().to_vec(),
+            ),
+        ],
         api: files.get("api.zip").cloned(),
         wit_version: upload.wit_version,
         hash: upload.version_hash.to_owned(),
@@ -97,6 +106,7 @@ pub fn install(our: &Address, upload: &Upload<'_>) -> Result<Installed, LinkerEr
         Ok(started) => Ok(Installed {
             processes: started,
             replaced: previous.as_ref().map(|p| p.hash.clone()),
+            has_api: new.api.is_some(),
         }),
         Err((failed, initialised)) => {
             for id in &initialised {

@@ -5,7 +5,8 @@
 //! a request is read ([`inputs`]), authorised ([`auth`]), linked (the core, pure), and, for an
 //! install, applied to the node in stages with rollback ([`install`]). The linker keeps its cache,
 //! its mirror of the API zips it consumed and its install records in its own drives ([`store`]).
-//! Every VFS and kernel exchange goes through [`node`].
+//! Every VFS and kernel exchange goes through [`node`]. Between requests, on a timer, it looks for
+//! packages installed without it and links them ([`watch`]).
 #![cfg(target_arch = "wasm32")]
 
 mod api;
@@ -17,11 +18,12 @@ mod install;
 mod node;
 mod service;
 mod store;
+mod watch;
 
-use kinode_process_lib::{await_message, println, Address};
+use kinode_process_lib::{await_message, println, Address, Message};
 
-/// Called by the kernel once, with `node@linker:linker:sys`: prepares the linker's drives, then
-/// serves requests until the process is killed.
+/// Called by the kernel once, with `node@linker:linker:sys`: prepares the linker's drives and
+/// its timer, then serves requests and ticks until the process is killed.
 fn init(our: Address) {
     if let Err(failure) = store::prepare() {
         println!(
@@ -29,11 +31,24 @@ fn init(our: Address) {
             failure.step, failure.reason
         );
     }
+    let mut watcher = watch::Watcher::default();
+    watch::arm();
     loop {
         match await_message() {
+            Ok(message) if is_tick(&message) => {
+                watch::tick(&our, &mut watcher);
+                watch::arm();
+            }
             Ok(message) => service::handle(&our, &message),
             // The linker only sends requests it awaits, so a stray send error is a late answer.
             Err(error) => println!("linker: ignoring a send error: {error}"),
         }
     }
+}
+
+/// Whether `message` is the answer of the linker's own timer.
+fn is_tick(message: &Message) -> bool {
+    !message.is_request()
+        && message.source().process == "timer:distro:sys"
+        && message.context() == Some(watch::TIMER_CONTEXT)
 }

@@ -90,6 +90,14 @@ pub fn metadata(path: &str) -> Result<Option<FileType>, StepFailure> {
     }
 }
 
+/// The SHA-256 of a file, as lowercase hex, computed by the VFS (the runtime hashes natively).
+pub fn hash(path: &str) -> Result<String, StepFailure> {
+    match vfs(path, VfsAction::Hash, None)? {
+        (VfsResponse::Hash(hash), _) => Ok(hash.iter().map(|b| format!("{b:02x}")).collect()),
+        (other, _) => Err(failure(format!("Hash {path}"), unexpected(&other))),
+    }
+}
+
 /// Writes a whole file (create or truncate); the parent directory must exist.
 pub fn write(path: &str, bytes: Vec<u8>) -> Result<(), StepFailure> {
     expect_ok(path, VfsAction::Write, Some(bytes))

@@ -8,7 +8,7 @@ use crate::api::{self, LinkRequest, LinkerError};
 use crate::convert;
 use crate::inputs::{self, Caller, Inputs};
 use crate::install;
-use crate::store;
+use crate::store::{self, Status, Trigger};
 
 /// Answers `message` if it is a request; responses and unknown messages are ignored.
 pub fn handle(our: &Address, message: &Message) {
@@ -66,7 +66,10 @@ fn answer(
     message: &Message,
     request: api::Request,
 ) -> (api::Response, Option<Vec<u8>>) {
-    let install = matches!(request, api::Request::Install(_));
+    let install = matches!(
+        request,
+        api::Request::Install(_) | api::Request::AutoLink(Some(_))
+    );
     if let Err(error) = crate::auth::check(our, message, install) {
         return (refusal(&request, error), None);
     }
@@ -84,7 +87,14 @@ fn answer(
             None,
         ),
         api::Request::ListApis => (api::Response::ListApis(crate::apis::list()), None),
-        api::Request::Linked(id) => (api::Response::Linked(linked(&id)), None),
+        api::Request::Linked(id) => (
+            api::Response::Linked(package_info(&inputs::id_string(&id))),
+            None,
+        ),
+        api::Request::Packages => (api::Response::Packages(packages()), None),
+        api::Request::AutoLink(switch) => {
+            (api::Response::AutoLink(crate::watch::switch(switch)), None)
+        }
     }
 }
 
@@ -96,14 +106,16 @@ fn refusal(request: &api::Request, error: LinkerError) -> api::Response {
         api::Request::Explain(_) => api::Response::Explain(Err(error)),
         api::Request::ListApis => api::Response::ListApis(Err(error)),
         api::Request::Linked(_) => api::Response::Linked(Err(error)),
+        api::Request::Packages => api::Response::Packages(Err(error)),
+        api::Request::AutoLink(_) => api::Response::AutoLink(Err(error)),
     }
 }
 
 /// A linked package: its zip, the zip's SHA-256, and the report for the response.
-struct Linked {
-    bytes: Vec<u8>,
-    sha256: String,
-    report: api::LinkReport,
+pub struct Linked {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+    pub report: api::LinkReport,
 }
 
 /// The node installs with `AddZip`, which inflates at once: the linked zip is stored, not
@@ -117,16 +129,16 @@ fn options() -> Options {
 
 /// Gathers the inputs and links them, from the cache if these inputs were linked before. The API
 /// zips consumed are mirrored.
-fn link(
+pub fn link(
     our: &Address,
     caller: &Caller<'_>,
     request: &LinkRequest,
 ) -> Result<(Inputs, Linked), LinkerError> {
-    let inputs = inputs::gather(our, caller, request)?;
-    let apis: Vec<(&str, &str)> = inputs
+    let mut inputs = inputs::gather(our, caller, request)?;
+    let apis: Vec<(&str, &str, linker_core::Source)> = inputs
         .apis
         .iter()
-        .map(|api| (api.name.as_str(), api.sha256.as_str()))
+        .map(|api| (api.name.as_str(), api.sha256.as_str(), api.source))
         .collect();
     let key = store::cache_key((&inputs.package.name, &inputs.package.sha256), &apis);
     let linked = match store::cached(&key) {
@@ -138,7 +150,7 @@ fn link(
         None => {
             let linked =
                 linker_core::link(inputs.package.input(), &inputs.api_inputs(), &options())
-                    .map_err(|e| LinkerError::from(&e))?;
+                    .map_err(|e| inputs.advise(LinkerError::from(&e)))?;
             let sha256 = store::sha256_hex(&linked.bytes);
             store::cache(&key, &linked.bytes, &sha256, &linked.report);
             Linked {
@@ -161,21 +173,35 @@ fn install_package(
     caller: &Caller<'_>,
     request: &LinkRequest,
 ) -> Result<api::InstallReport, LinkerError> {
-    install_package_with(our, caller, request, true)
+    install_package_with(our, caller, request, Trigger::Request, Some(&[]))
 }
 
-/// Links and installs; with `relink_dependents`, then re-links what was linked against it.
-fn install_package_with(
+/// Links and installs; with `relink_except`, then re-links what was linked against it, except
+/// the packages listed.
+pub fn install_package_with(
     our: &Address,
     caller: &Caller<'_>,
     request: &LinkRequest,
-    relink_dependents: bool,
+    trigger: Trigger,
+    relink_except: Option<&[String]>,
 ) -> Result<api::InstallReport, LinkerError> {
     // The id is needed before linking, so a package without one is refused without work.
     if request.metadata.is_none() && !inputs::known_id(request) {
         return Err(LinkerError::NoPackageId);
     }
     let (inputs, linked) = link(our, caller, request)?;
+    install_linked(our, inputs, linked, trigger, relink_except)
+}
+
+/// Installs what [`link`] made; with `relink_except`, then re-links what was linked against it,
+/// except the packages listed.
+pub fn install_linked(
+    our: &Address,
+    inputs: Inputs,
+    linked: Linked,
+    trigger: Trigger,
+    relink_except: Option<&[String]>,
+) -> Result<api::InstallReport, LinkerError> {
     let package = inputs.package_id.clone().ok_or(LinkerError::NoPackageId)?;
     let previous = store::record(&package).map_err(LinkerError::Unreadable)?;
     let wit_version = inputs
@@ -208,6 +234,15 @@ fn install_package_with(
             .into_iter()
             .map(|d| (d.name, d.sha256))
             .collect(),
+        trigger,
+        given: Some(
+            inputs
+                .apis
+                .iter()
+                .filter(|api| api.source == linker_core::Source::Given)
+                .map(|api| api.name.clone())
+                .collect(),
+        ),
     };
     let libraries = record.apis.iter().map(|(name, _)| name.clone()).collect();
     if let Err(failure) =
@@ -218,10 +253,16 @@ fn install_package_with(
             failure.reason
         );
     }
-    let relinked = if relink_dependents {
-        relink(our, &package)
-    } else {
-        Vec::new()
+    store::track(
+        &package,
+        &version_hash,
+        trigger,
+        Status::Linked,
+        installed.has_api,
+    );
+    let relinked = match relink_except {
+        Some(skip) => relink(our, &package, skip),
+        None => Vec::new(),
     };
     Ok(api::InstallReport {
         package,
@@ -235,8 +276,9 @@ fn install_package_with(
 }
 
 /// Re-links and re-installs, one at a time, every installed package the linker linked against
-/// `library`; one that no longer links, or whose install fails, keeps its previous version.
-fn relink(our: &Address, library: &str) -> Vec<api::Relink> {
+/// `library` but those in `skip`; one that no longer links, or whose install fails, keeps its
+/// previous version. Re-links do not cascade: a package's links already list nested libraries.
+pub fn relink(our: &Address, library: &str, skip: &[String]) -> Vec<api::Relink> {
     let dependents = match store::dependents(library) {
         Ok(dependents) => dependents,
         Err(failure) => {
@@ -249,7 +291,7 @@ fn relink(our: &Address, library: &str) -> Vec<api::Relink> {
     };
     dependents
         .into_iter()
-        .filter(|dependent| dependent != library)
+        .filter(|dependent| dependent != library && !skip.contains(dependent))
         .map(|dependent| {
             let outcome = match relink_one(our, &dependent) {
                 Ok(report) => api::RelinkOutcome::Relinked(report.linked_hash),
@@ -266,8 +308,9 @@ fn relink(our: &Address, library: &str) -> Vec<api::Relink> {
         .collect()
 }
 
-/// Re-links an installed package from the zip it was installed from, against the current
-/// versions of the APIs it was linked against, and installs it.
+/// Re-links an installed package from the zip it was installed from, with the metadata and the
+/// APIs named when it was installed, against the current versions of the node's APIs, and
+/// installs it.
 fn relink_one(our: &Address, package: &str) -> Result<api::InstallReport, LinkerError> {
     let record = store::record(package)
         .map_err(LinkerError::Unreadable)?
@@ -283,9 +326,11 @@ fn relink_one(our: &Address, package: &str) -> Result<api::InstallReport, Linker
         source: api::PackageSource::Installed(id(package).ok_or(LinkerError::NoPackageId)?),
         metadata: record.metadata.clone(),
         apis: record
-            .apis
+            .given
+            .clone()
+            .unwrap_or_else(|| record.apis.iter().map(|(name, _)| name.clone()).collect())
             .iter()
-            .filter_map(|(name, _)| id(name))
+            .filter_map(|name| id(name))
             .map(api::ApiSource::Installed)
             .collect(),
     };
@@ -294,22 +339,75 @@ fn relink_one(our: &Address, package: &str) -> Result<api::InstallReport, Linker
         capabilities: &[],
         blob: None,
     };
-    install_package_with(our, &caller, &request, false)
+    install_package_with(our, &caller, &request, record.trigger, None)
 }
 
-/// What was linked into an installed package, from its `pkg/link.json`.
-fn linked(id: &api::PackageId) -> Result<api::LinkReport, LinkerError> {
-    let package = inputs::id_string(id);
+/// What the linker knows of an installed package: its state, and what was linked into it (from
+/// its `pkg/link.json`).
+pub fn package_info(package: &str) -> Result<api::PackageInfo, LinkerError> {
     let drive = format!("/{package}/pkg");
     if !crate::node::is_file(&format!("{drive}/manifest.json")).map_err(LinkerError::Unreadable)? {
-        return Err(LinkerError::NotInstalled(package));
+        return Err(LinkerError::NotInstalled(package.to_owned()));
     }
+    let tracked = store::auto()
+        .map_err(LinkerError::Unreadable)?
+        .packages
+        .remove(package);
+    let record = store::record(package).map_err(LinkerError::Unreadable)?;
+    let (version_hash, trigger, status) = match (tracked, &record) {
+        (Some(tracked), _) => (tracked.version_hash, tracked.trigger, tracked.status),
+        (None, Some(record)) => (record.version_hash.clone(), record.trigger, Status::Linked),
+        (None, None) => return Err(LinkerError::NotLinked(package.to_owned())),
+    };
+    let status = match status {
+        Status::Linked => api::PackageStatus::Linked(link_json(&drive, package)?),
+        Status::NothingToLink => api::PackageStatus::NothingToLink,
+        Status::Failed(error) => api::PackageStatus::Failed(error),
+    };
+    let mut missing_apis = Vec::new();
+    for api in store::links(package)
+        .map_err(LinkerError::Unreadable)?
+        .unwrap_or_default()
+    {
+        let installed = crate::node::is_file(&format!("/{api}/pkg/api.zip"))
+            .map_err(LinkerError::Unreadable)?;
+        if !installed {
+            missing_apis.push(api);
+        }
+    }
+    Ok(api::PackageInfo {
+        package: package.to_owned(),
+        version_hash,
+        trigger: trigger.into(),
+        status,
+        missing_apis,
+    })
+}
+
+/// A linked package's `pkg/link.json`.
+fn link_json(drive: &str, package: &str) -> Result<api::LinkReport, LinkerError> {
     let bytes = crate::node::read_if_exists(&format!("{drive}/link.json"))
         .map_err(LinkerError::Unreadable)?
-        .ok_or_else(|| LinkerError::NotLinked(package.clone()))?;
+        .ok_or_else(|| LinkerError::NotLinked(package.to_owned()))?;
     let report: linker_core::LinkReport = serde_json::from_slice(&bytes)
         .map_err(|e| LinkerError::BadMetadata(format!("{drive}/link.json: {e}")))?;
     Ok(convert::link_report(&report, false))
+}
+
+/// Every installed package the linker linked or tried to, by name.
+fn packages() -> Result<Vec<api::PackageInfo>, LinkerError> {
+    let mut names: Vec<String> = store::auto()
+        .map_err(LinkerError::Unreadable)?
+        .packages
+        .into_keys()
+        .collect();
+    names.extend(store::linked_packages().map_err(LinkerError::Unreadable)?);
+    names.sort();
+    names.dedup();
+    Ok(names
+        .iter()
+        .filter_map(|name| package_info(name).ok())
+        .collect())
 }
 
 fn explain(

@@ -6,7 +6,13 @@
 //! - `/linker:sys/apis/{pkg}/{sha256}.zip`, and `/linker:sys/apis/{pkg}/current` holding the hash
 //!   of the one consumed last.
 //! - `/linker:sys/packages/{pkg}.json`: what the linker installed for a package ([`Record`]).
+//! - `/linker:sys/packages/auto.json`: auto-linking's switch and what it knows of every package
+//!   it looked at ([`Auto`]).
 //! - `/linker:sys/backup/{pkg}.zip`: the files of the version being replaced, during an install.
+//!
+//! Outside its drives the linker leaves one file, [`MARKER`], in every `/{pkg}/pkg` it has
+//! handled: an install by anyone else replaces `/{pkg}/pkg` whole, so a missing marker is how
+//! auto-linking notices it.
 
 use kinode_process_lib::vfs::VfsAction;
 use serde::{Deserialize, Serialize};
@@ -22,6 +28,10 @@ const PACKAGES: &str = "/linker:sys/packages";
 const BACKUP: &str = "/linker:sys/backup";
 /// For every package the linker installed, the APIs it was linked against.
 const INDEX: &str = "/linker:sys/packages/index.json";
+/// Auto-linking's state.
+const AUTO: &str = "/linker:sys/packages/auto.json";
+/// The file the linker leaves in `/{pkg}/pkg` once it has handled that install of the package.
+pub const MARKER: &str = ".linker";
 
 /// Creates the linker's drives (the linker may do anything in its own package's drives).
 pub fn prepare() -> Result<(), StepFailure> {
@@ -39,12 +49,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The cache key of a link: the linker version, the package and every API, by name and hash, in
-/// order (names appear in the report, so they are part of the result).
-pub fn cache_key(package: (&str, &str), apis: &[(&str, &str)]) -> String {
-    let mut text = format!("kinode-link {}\n", linker_core::VERSION);
-    for (name, sha256) in std::iter::once(package).chain(apis.iter().copied()) {
-        text.push_str(&format!("{name}\t{sha256}\n"));
+/// The cache key of a link: the linker version, the package by name and hash, and every API by
+/// name, hash and why it was chosen, in order (names and sources appear in the report, so they
+/// are part of the result).
+pub fn cache_key(package: (&str, &str), apis: &[(&str, &str, linker_core::Source)]) -> String {
+    let (name, sha256) = package;
+    let mut text = format!("kinode-link {}\n{name}\t{sha256}\n", linker_core::VERSION);
+    for (name, sha256, source) in apis {
+        text.push_str(&format!("{name}\t{sha256}\t{source:?}\n"));
     }
     sha256_hex(text.as_bytes())
 }
@@ -142,6 +154,131 @@ pub struct Record {
     pub wit_version: Option<u32>,
     /// The API zips it was linked against, by name and hash.
     pub apis: Vec<(String, String)>,
+    /// What made the linker install it.
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// The APIs the request named (the others were declared or found); `None` in records
+    /// written before the linker chose APIs itself, where all of `apis` count as named.
+    #[serde(default)]
+    pub given: Option<Vec<String>>,
+}
+
+/// What made the linker link a package (the API's `link-trigger`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Trigger {
+    /// A request.
+    #[default]
+    Request,
+    /// Auto-linking.
+    Auto,
+}
+
+impl From<Trigger> for crate::api::LinkTrigger {
+    fn from(trigger: Trigger) -> Self {
+        match trigger {
+            Trigger::Request => crate::api::LinkTrigger::Request,
+            Trigger::Auto => crate::api::LinkTrigger::Auto,
+        }
+    }
+}
+
+/// Auto-linking's state: whether it is on, and where every package it has looked at stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Auto {
+    /// Whether the linker looks for packages installed without it.
+    pub enabled: bool,
+    /// Counts changes to the node's APIs; a package that failed is tried again once it moved.
+    pub epoch: u64,
+    /// Every package handled, by `name:publisher`.
+    pub packages: std::collections::BTreeMap<String, Tracked>,
+}
+
+impl Default for Auto {
+    fn default() -> Self {
+        Auto {
+            enabled: true,
+            epoch: 0,
+            packages: Default::default(),
+        }
+    }
+}
+
+/// Where one package stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tracked {
+    /// SHA-256 of the zip handled: the app store's version hash.
+    pub version_hash: String,
+    pub trigger: Trigger,
+    pub status: Status,
+    /// The API epoch it was handled at.
+    pub epoch: u64,
+}
+
+/// How handling a package ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Status {
+    /// Linked and installed.
+    Linked,
+    /// Nothing in it imports a library.
+    NothingToLink,
+    /// It could not be linked; it runs as it was installed.
+    Failed(crate::api::LinkerError),
+}
+
+/// Auto-linking's state (the default, on with nothing known, when it was never saved).
+pub fn auto() -> Result<Auto, StepFailure> {
+    Ok(node::read_if_exists(AUTO)?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default())
+}
+
+/// Saves auto-linking's state.
+pub fn save_auto(auto: &Auto) -> Result<(), StepFailure> {
+    let json = serde_json::to_vec_pretty(auto).map_err(|e| StepFailure {
+        step: format!("Write {AUTO}"),
+        reason: e.to_string(),
+    })?;
+    node::write(AUTO, json)
+}
+
+/// Records where `package` stands after the linker handled it; a package with an API moves the
+/// API epoch. A failure to record only costs a later retry, so it is printed, not returned.
+pub fn track(package: &str, version_hash: &str, trigger: Trigger, status: Status, has_api: bool) {
+    let result = auto().and_then(|mut auto| {
+        if has_api {
+            auto.epoch += 1;
+        }
+        let epoch = auto.epoch;
+        auto.packages.insert(
+            package.to_owned(),
+            Tracked {
+                version_hash: version_hash.to_owned(),
+                trigger,
+                status,
+                epoch,
+            },
+        );
+        save_auto(&auto)
+    });
+    if let Err(failure) = result {
+        kinode_process_lib::println!(
+            "linker: cannot record what it did with {package}: {}",
+            failure.reason
+        );
+    }
+}
+
+/// Forgets a package that is no longer installed: its record, its links and its state.
+pub fn forget(package: &str) -> Result<(), StepFailure> {
+    let mut index = index()?;
+    if index.remove(package).is_some() {
+        write_index(&index)?;
+    }
+    let record = format!("{PACKAGES}/{package}.json");
+    if node::is_file(&record)? {
+        node::expect_ok(&record, VfsAction::RemoveFile, None)?;
+    }
+    Ok(())
 }
 
 /// The install record of a package, if the linker installed it.
@@ -173,11 +310,25 @@ fn index() -> Result<std::collections::BTreeMap<String, Vec<String>>, StepFailur
 pub fn index_links(package: &str, apis: Vec<String>) -> Result<(), StepFailure> {
     let mut index = index()?;
     index.insert(package.to_owned(), apis);
-    let json = serde_json::to_vec_pretty(&index).map_err(|e| StepFailure {
+    write_index(&index)
+}
+
+fn write_index(index: &std::collections::BTreeMap<String, Vec<String>>) -> Result<(), StepFailure> {
+    let json = serde_json::to_vec_pretty(index).map_err(|e| StepFailure {
         step: format!("Write {INDEX}"),
         reason: e.to_string(),
     })?;
     node::write(INDEX, json)
+}
+
+/// Every package the linker linked, by name.
+pub fn linked_packages() -> Result<Vec<String>, StepFailure> {
+    Ok(index()?.into_keys().collect())
+}
+
+/// The APIs `package` was linked against, if the linker linked it.
+pub fn links(package: &str) -> Result<Option<Vec<String>>, StepFailure> {
+    Ok(index()?.remove(package))
 }
 
 /// The installed packages linked against `library`, sorted.

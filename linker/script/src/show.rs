@@ -2,8 +2,9 @@
 //! (what is wrong, then what to do). Hashes are shown by their first 12 hex digits.
 
 use crate::api::{
-    ApiInfo, ComponentReport, CopiedFile, Explanation, ImportReport, InstallReport, LinkReport,
-    LinkerError, Origin, Outcome, PreviousVersion, RelinkOutcome, Role, UnresolvedImport,
+    ApiInfo, ComponentReport, CopiedFile, Dependent, Explanation, ImportReport, InstallReport,
+    LinkReport, LinkTrigger, LinkerError, Origin, Outcome, PackageInfo, PackageStatus,
+    PreviousVersion, Provenance, RelinkOutcome, Role, UnresolvedImport,
 };
 
 /// How many hex digits of a hash are shown.
@@ -88,41 +89,104 @@ pub fn apis(apis: &[ApiInfo]) -> String {
                     .cloned()
                     .unwrap_or_else(|| first(if list.is_empty() { "-" } else { "" }))
             };
+            let dependents: Vec<String> = api.dependents.iter().map(dependent).collect();
             rows.push([
                 first(&api.package),
                 first(&api.location),
                 cell(&api.interfaces),
-                cell(&api.dependents),
+                cell(&dependents),
             ]);
         }
     }
     table(&rows, "").join("\n")
 }
 
-/// Every package linked against an API, with the APIs: `linked` with no argument.
-pub fn dependents(apis: &[ApiInfo]) -> String {
-    let mut linked: Vec<(String, Vec<String>)> = Vec::new();
-    for api in apis {
-        for dependent in &api.dependents {
-            match linked.iter_mut().find(|(package, _)| package == dependent) {
-                Some((_, libraries)) => libraries.push(api.package.clone()),
-                None => linked.push((dependent.clone(), vec![api.package.clone()])),
-            }
-        }
+/// A dependent of an API: `app:pub`, with `(auto)` if auto-linking linked it.
+fn dependent(dependent: &Dependent) -> String {
+    match dependent.trigger {
+        LinkTrigger::Request => dependent.package.clone(),
+        LinkTrigger::Auto => format!("{} (auto)", dependent.package),
     }
-    if linked.is_empty() {
-        return "no package on this node is linked against an API; `linked:linker:sys \
-                <package-id>` shows what was linked into one package"
+}
+
+/// Every package the linker linked or tried to: `linked` with no argument.
+pub fn packages(packages: &[PackageInfo]) -> String {
+    if packages.is_empty() {
+        return "the linker has linked no package on this node; `linked:linker:sys \
+                <package-id>` shows one package"
             .to_owned();
     }
-    linked.sort();
-    let mut rows = vec![["package", "linked against"].map(str::to_owned)];
-    rows.extend(
-        linked
-            .into_iter()
-            .map(|(package, libraries)| [package, libraries.join(", ")]),
-    );
+    let mut rows = vec![["package", "version", "how", "state"].map(str::to_owned)];
+    for info in packages {
+        rows.push([
+            info.package.clone(),
+            short(&info.version_hash).to_owned(),
+            trigger(info.trigger).to_owned(),
+            state(info),
+        ]);
+    }
     table(&rows, "").join("\n")
+}
+
+/// One package: where it stands, what was linked into it, and the APIs it lost.
+pub fn package_info(info: &PackageInfo) -> String {
+    let how = match info.trigger {
+        LinkTrigger::Request => "",
+        LinkTrigger::Auto => " by auto-linking",
+    };
+    let mut lines = vec![match &info.status {
+        PackageStatus::Linked(report) => link_report(
+            &format!(
+                "{} (version {}) was linked{how}",
+                info.package,
+                short(&info.version_hash)
+            ),
+            report,
+        ),
+        PackageStatus::NothingToLink => format!(
+            "{} (version {}) has nothing to link: no process or script imports a library",
+            info.package,
+            short(&info.version_hash)
+        ),
+        PackageStatus::Failed(error) => format!(
+            "{} (version {}) could not be linked and runs as installed: {}",
+            info.package,
+            short(&info.version_hash),
+            linker_error(error)
+        ),
+    }];
+    if !info.missing_apis.is_empty() {
+        lines.push(format!(
+            "  depends on {} (missing API): no longer installed; it keeps running with the copy \
+             linked into it",
+            info.missing_apis.join(", ")
+        ));
+    }
+    lines.join("\n")
+}
+
+fn trigger(trigger: LinkTrigger) -> &'static str {
+    match trigger {
+        LinkTrigger::Request => "request",
+        LinkTrigger::Auto => "auto",
+    }
+}
+
+/// A package's state in a few words.
+fn state(info: &PackageInfo) -> String {
+    let state = match &info.status {
+        PackageStatus::Linked(report) => format!(
+            "linked against {}",
+            names(report.apis.iter().map(|api| api.name.as_str()))
+        ),
+        PackageStatus::NothingToLink => "nothing to link".to_owned(),
+        PackageStatus::Failed(_) => "cannot be linked".to_owned(),
+    };
+    if info.missing_apis.is_empty() {
+        state
+    } else {
+        format!("{state}; missing API {}", info.missing_apis.join(", "))
+    }
 }
 
 /// A linker error as one sentence: what is wrong, then what to do.
@@ -228,8 +292,13 @@ fn unresolved(imports: &[UnresolvedImport]) -> String {
         1 => " (and 1 more import)".to_owned(),
         n => format!(" (and {n} more imports)"),
     };
+    let hint = if first.hint.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", trim(&first.hint))
+    };
     format!(
-        "cannot link: {}{more}; run with --explain to see every import",
+        "cannot link: {}{hint}{more}; run with --explain to see every import",
         trim(&first.message)
     )
 }
@@ -292,11 +361,16 @@ fn import_name(component: &ComponentReport, import: &ImportReport) -> String {
 fn outcome(outcome: &Outcome) -> String {
     one_line(&match outcome {
         Outcome::Linked(linked) if linked.semver => format!(
-            "<- {} (semver: {})",
+            "<- {} ({}, semver: {})",
             origin(&linked.provider),
+            provenance(linked.provenance),
             linked.export
         ),
-        Outcome::Linked(linked) => format!("<- {}", origin(&linked.provider)),
+        Outcome::Linked(linked) => format!(
+            "<- {} ({})",
+            origin(&linked.provider),
+            provenance(linked.provenance)
+        ),
         Outcome::Unmatched(near) if near.is_empty() => "unmatched: no API exports it".to_owned(),
         Outcome::Unmatched(near) => format!(
             "unmatched: only incompatible versions exported: {}",
@@ -319,6 +393,16 @@ fn outcome(outcome: &Outcome) -> String {
         ),
         Outcome::Left => "left as an import".to_owned(),
     })
+}
+
+/// Why a provider was chosen, in a word or two.
+fn provenance(provenance: Provenance) -> &'static str {
+    match provenance {
+        Provenance::Given => "given",
+        Provenance::Declared => "declared",
+        Provenance::Found => "found on node",
+        Provenance::Own => "own API",
+    }
 }
 
 /// `archive/path`.

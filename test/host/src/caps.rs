@@ -19,6 +19,8 @@ pub const KERNEL: &str = "kernel:distro:sys";
 pub const VFS: &str = "vfs:distro:sys";
 /// `state:distro:sys`.
 pub const STATE: &str = "state:distro:sys";
+/// `timer:distro:sys`, the one public runtime module.
+pub const TIMER: &str = "timer:distro:sys";
 
 /// A capability issued by `issuer` (`node@process:package:publisher`) with JSON `params`.
 ///

@@ -1,6 +1,6 @@
 //! The kernel of a test node: the process map, the capabilities oracle, message routing with the
 //! kernel-level capability checks, the `kernel:distro:sys` commands, and the glue that serves
-//! `vfs:distro:sys` ([`crate::vfs`]) and process state.
+//! `vfs:distro:sys` ([`crate::vfs`]), `timer:distro:sys` and process state.
 //!
 //! Mirrors the kinode repo's `kinode/src/kernel/mod.rs` (event loop, `handle_kernel_request`,
 //! `start_process`, `throw_timeout`, the `CapMessage` oracle) as of wit v1.0.0. Faithful:
@@ -44,7 +44,7 @@ use crate::bindings::kinode::process::standard::{
     Address, Capability, LazyLoadBlob, Message, OnExit, ProcessId, Request, Response, SendError,
     SendErrorKind,
 };
-use crate::caps::{self, KERNEL, STATE, VFS};
+use crate::caps::{self, KERNEL, STATE, TIMER, VFS};
 use crate::process::{format_address, ProcessMetadata, ProcessWasiV1};
 use crate::vfs::{Vfs, VfsCaller};
 use crate::Print;
@@ -199,6 +199,21 @@ pub(crate) struct KernelState {
     pub exits: HashMap<String, (OnExit, String)>,
     faults: Vec<Fault>,
     backoffs: HashMap<String, Backoff>,
+    /// Every VFS request served, in order, for tests and benchmarks that count them.
+    pub vfs_log: Vec<VfsCall>,
+}
+
+/// One VFS request as served: when, from which process, the action and the path.
+#[derive(Debug, Clone)]
+pub struct VfsCall {
+    /// When the VFS served it.
+    pub at: Instant,
+    /// `process:package:publisher` of the sender.
+    pub source: String,
+    /// The action's name, e.g. `ReadDir` or `Write`.
+    pub action: String,
+    /// The request's path.
+    pub path: String,
 }
 
 /// The kernel of one node.
@@ -241,7 +256,7 @@ impl Kernel {
         });
         {
             let mut st = kernel.lock();
-            for runtime_module in [KERNEL, VFS, STATE] {
+            for runtime_module in [KERNEL, VFS, STATE, TIMER] {
                 st.process_map.insert(
                     runtime_module.to_owned(),
                     PersistedProcess {
@@ -249,7 +264,7 @@ impl Kernel {
                         wit_version: None,
                         on_exit: OnExit::Restart,
                         capabilities: Vec::new(),
-                        public: false,
+                        public: runtime_module == TIMER,
                     },
                 );
             }
@@ -407,6 +422,7 @@ impl Kernel {
         enum Destination {
             Kernel,
             Vfs,
+            Timer,
             Inbox(Inbox),
         }
         let destination = {
@@ -504,6 +520,8 @@ impl Kernel {
                     Destination::Kernel
                 } else if target == VFS {
                     Destination::Vfs
+                } else if target == TIMER {
+                    Destination::Timer
                 } else if let Some(inbox) = st.senders.get(&target) {
                     Destination::Inbox(inbox.clone())
                 } else {
@@ -526,6 +544,7 @@ impl Kernel {
         match destination {
             Destination::Kernel => self.handle_kernel_request(km),
             Destination::Vfs => self.handle_vfs_request(km),
+            Destination::Timer => self.handle_timer_request(km),
             Destination::Inbox(inbox) => {
                 // A task that has ended drops its receiver; the message is lost, as in the runtime.
                 inbox.send(Ok(km));
@@ -1020,6 +1039,19 @@ impl Kernel {
             return;
         }
         let source = caps::format_process_id(&km.source.process);
+        if let Ok(call) = serde_json::from_slice::<Value>(&request.body) {
+            let action = match &call["action"] {
+                Value::String(name) => name.clone(),
+                Value::Object(map) => map.keys().next().cloned().unwrap_or_default(),
+                _ => String::new(),
+            };
+            self.lock().vfs_log.push(VfsCall {
+                at: Instant::now(),
+                source: source.clone(),
+                action,
+                path: call["path"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
         let (body, blob) = if self.take_vfs_fault(&request.body) {
             (
                 json!({"Err": {"IOError": "injected fault"}})
@@ -1065,6 +1097,40 @@ impl Kernel {
         if km.rsvp.is_some() || request.expects_response.is_some() {
             self.respond(VFS, &km, body, blob);
         }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // timer:distro:sys
+
+    /// Serves one timer request as the runtime's `timer_service` does (`kinode/src/timer.rs`):
+    /// `{"SetTimer": ms}` from a local process is answered with an empty response after `ms`
+    /// milliseconds (at once for 0), to the rsvp or the source; a bad body is printed and dropped.
+    /// Timers do not survive a reboot: the runtime keeps them in memory too.
+    fn handle_timer_request(self: &Arc<Self>, km: KernelMessage) {
+        let Message::Request(request) = &km.message else {
+            return;
+        };
+        if km.source.node != self.our {
+            return;
+        }
+        let millis = match serde_json::from_slice::<Value>(&request.body) {
+            Ok(Value::String(debug)) if debug == "Debug" => return,
+            Ok(body) => body.get("SetTimer").and_then(Value::as_u64),
+            Err(_) => None,
+        };
+        let Some(millis) = millis else {
+            self.print(
+                TIMER,
+                1,
+                "timer service received a request with an invalid body",
+            );
+            return;
+        };
+        let kernel = Arc::clone(self);
+        self.runtime.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            kernel.respond(TIMER, &km, Vec::new(), None);
+        });
     }
 
     // ---------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@
 //! Modules: [`node`] (the synchronous API, bootstrap, reboot), [`kernel`] (process map, routing,
 //! kernel commands, capabilities oracle), [`process`] (a process's messaging and task),
 //! [`standard`] (the standard host), [`mailbox`], [`caps`], [`vfs`], [`runtime`] (engine, linker,
-//! [`Host`]), [`terminal`] (runs terminal scripts as `terminal:terminal:sys` does).
+//! [`Host`]), [`terminal`] (runs terminal scripts as `terminal:terminal:sys` does), [`app_store`]
+//! (installs packages as `main:app-store:sys` does, without the linker).
 //!
 //! Separately, [`wasi_command`] runs core wasm32-wasip1 command modules (e.g. the `kinode-link` CLI
 //! built for WASI).
@@ -29,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod app_store;
 pub mod bindings;
 pub mod caps;
 pub mod kernel;
@@ -41,10 +43,11 @@ pub mod terminal;
 pub mod vfs;
 pub mod wasi_command;
 
+pub use app_store::AppStore;
 pub use bindings::kinode::process::standard::{
     Address, Capability, LazyLoadBlob, OnExit, ProcessId, Request, SendErrorKind,
 };
-pub use kernel::{Fault, ProcessStatus};
+pub use kernel::{Fault, ProcessStatus, VfsCall};
 pub use mailbox::{Incoming, IncomingKind, Mailbox, Reply};
 pub use node::{Node, ProcessInfo};
 pub use process::{format_address, parse_address, Print};

@@ -23,7 +23,7 @@ use tempfile::TempDir;
 
 use crate::bindings::kinode::process::standard::{Capability, OnExit};
 use crate::caps::{self, KERNEL};
-use crate::kernel::{Fault, Kernel, PersistedProcess, ProcessStatus};
+use crate::kernel::{Fault, Kernel, PersistedProcess, ProcessStatus, VfsCall};
 use crate::mailbox::Mailbox;
 use crate::process::parse_address;
 use crate::runtime::{make_engine, make_linker};
@@ -380,6 +380,11 @@ impl Node {
     /// The last status of a process task, also after it left the process map.
     pub fn status(&self, pid: &str) -> Option<ProcessStatus> {
         self.kernel.lock().statuses.get(pid).cloned()
+    }
+
+    /// Every VFS request served so far, in order.
+    pub fn vfs_calls(&self) -> Vec<VfsCall> {
+        self.kernel.lock().vfs_log.clone()
     }
 
     /// Every printout so far: `(process id, print)`; the kernel's are under `kernel:distro:sys`.

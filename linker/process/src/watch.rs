@@ -1,0 +1,390 @@
+//! Auto-linking: the linker notices packages installed, updated or removed on the node without
+//! going through it (the app store's Install button, `kit start-package`, the app store's
+//! auto-update), and links them. The app store is not changed.
+//!
+//! Every [`TICK_MS`] (a `timer:distro:sys` timer) the linker lists the node's package
+//! directories (`ReadDir /`, with the root capability it holds) and each package's `/{pkg}/pkg`.
+//! An install by anyone else replaces `/{pkg}/pkg` whole, so a package whose drive holds its
+//! `{pkg}.zip` and `manifest.json` but not the linker's [`store::MARKER`] was installed since the
+//! linker last handled it. It is handled once its listing stayed the same for one tick, so that
+//! an install still under way finishes first, and together with every other package changed at
+//! about the same time: while one is still settling the others wait (up to [`MAX_DEFERRALS`]
+//! ticks), so a library and its dependent installed in quick succession are handled once each,
+//! the library first. A package the linker had handled whose drive is
+//! gone was removed. When nothing changed, a tick sends `1 + packages` `ReadDir`s, one `Read`
+//! of the linker's state, and writes nothing.
+//!
+//! Handling, in order (removals, then packages with an API, then the others, each by name):
+//! - a package is linked by the one rule of [`crate::inputs`] (its recorded or on-chain
+//!   metadata's dependencies, else the node's APIs by interface). If nothing in it imports a
+//!   library it is left as installed; if it links, the linker's staged install replaces it,
+//!   keeping the zip the app store wrote (so its version hash and listing do not change); if it
+//!   cannot be linked it is left as installed, and the reason is printed once on the terminal and
+//!   kept for `linked:linker:sys`. Each gets the marker, so it is not looked at again until it
+//!   changes.
+//! - a package with an API (new, updated or removed) moves the API epoch; the packages linked
+//!   against it are re-linked (those handled in the same tick are not re-linked twice), and every
+//!   package that failed at an older epoch is tried again.
+
+use kinode_process_lib::{println, Address, Request};
+
+use crate::api::{self, LinkRequest, LinkerError, PackageSource};
+use crate::inputs::Caller;
+use crate::node;
+use crate::service;
+use crate::store::{self, Status, Trigger};
+
+/// How often the linker looks, in milliseconds.
+pub const TICK_MS: u64 = 2_000;
+
+/// The context of the linker's timer requests, so their responses are told from others.
+pub const TIMER_CONTEXT: &[u8] = b"watch";
+
+/// How many ticks settled packages wait for others still settling, at most.
+const MAX_DEFERRALS: u32 = 5;
+
+/// What a tick remembers for the next one: the listing of every package seen without the marker,
+/// and how many ticks in a row settled packages waited for others.
+#[derive(Default)]
+pub struct Watcher {
+    pending: std::collections::BTreeMap<String, Vec<String>>,
+    deferrals: u32,
+}
+
+/// Asks `timer:distro:sys` for the next tick.
+pub fn arm() {
+    let sent = Request::to(("our", "timer", "distro", "sys"))
+        .body(serde_json::json!({ "SetTimer": TICK_MS }).to_string())
+        .expects_response(TICK_MS / 1000 + 1)
+        .context(TIMER_CONTEXT)
+        .send();
+    if let Err(error) = sent {
+        println!("linker: cannot set its timer, auto-linking stops: {error}");
+    }
+}
+
+/// Turns auto-linking on or off (`Some`), or says whether it is on (`None`).
+pub fn switch(on: Option<bool>) -> Result<bool, LinkerError> {
+    let mut auto = store::auto().map_err(LinkerError::Unreadable)?;
+    if let Some(on) = on {
+        if auto.enabled != on {
+            auto.enabled = on;
+            store::save_auto(&auto).map_err(LinkerError::Unreadable)?;
+        }
+    }
+    Ok(auto.enabled)
+}
+
+/// A package as one tick sees it.
+enum Seen {
+    /// Not installed (no drive, or no zip and manifest in it).
+    Absent,
+    /// Installed and handled by the linker.
+    Marked,
+    /// Installed by someone else since the linker last handled it; the entries of `/{pkg}/pkg`.
+    Unmarked(Vec<String>),
+}
+
+fn look(package: &str) -> Seen {
+    let Ok(entries) = node::read_dir(&format!("/{package}/pkg")) else {
+        return Seen::Absent;
+    };
+    let mut names: Vec<String> = entries.into_iter().map(|(name, _)| name).collect();
+    names.sort();
+    let has = |name: &str| names.iter().any(|n| n == name);
+    if !has(&format!("{package}.zip")) || !has("manifest.json") {
+        Seen::Absent
+    } else if has(store::MARKER) {
+        Seen::Marked
+    } else {
+        Seen::Unmarked(names)
+    }
+}
+
+/// One look at the node, and whatever it calls for.
+pub fn tick(our: &Address, watcher: &mut Watcher) {
+    let Ok(auto) = store::auto() else {
+        return;
+    };
+    if !auto.enabled {
+        watcher.pending.clear();
+        return;
+    }
+    let Ok(drives) = node::read_dir("/") else {
+        return;
+    };
+    let mut packages: Vec<String> = drives
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| store::is_package_id(name) && name != "linker:sys")
+        .collect();
+    packages.sort();
+
+    let mut removed = Vec::new();
+    let mut changed = Vec::new();
+    let mut settling = false;
+    for package in &packages {
+        match look(package) {
+            Seen::Absent => {
+                watcher.pending.remove(package);
+                if auto.packages.contains_key(package) {
+                    removed.push(package.clone());
+                }
+            }
+            Seen::Marked => {
+                watcher.pending.remove(package);
+            }
+            Seen::Unmarked(listing) => {
+                if watcher.pending.get(package) == Some(&listing) {
+                    changed.push((package.clone(), listing.iter().any(|n| n == "api.zip")));
+                } else {
+                    watcher.pending.insert(package.clone(), listing);
+                    settling = true;
+                }
+            }
+        }
+    }
+    removed.extend(
+        auto.packages
+            .keys()
+            .filter(|known| !packages.contains(known))
+            .cloned(),
+    );
+    for package in &removed {
+        forget(package);
+    }
+    if settling && !changed.is_empty() && watcher.deferrals < MAX_DEFERRALS {
+        watcher.deferrals += 1;
+        return;
+    }
+    watcher.deferrals = 0;
+    for (package, _) in &changed {
+        watcher.pending.remove(package);
+    }
+    changed.sort_by_key(|(package, has_api)| (!has_api, package.clone()));
+    let names: Vec<String> = changed.iter().map(|(name, _)| name.clone()).collect();
+    for (package, has_api) in &changed {
+        handle(our, package, *has_api, &names);
+    }
+    retry_failed(our, &names);
+}
+
+/// Forgets a removed package; if packages were linked against it, says that they keep running
+/// with the copy linked into them, and moves the API epoch.
+fn forget(package: &str) {
+    let dependents = store::dependents(package).unwrap_or_default();
+    if let Err(failure) = store::forget(package) {
+        println!(
+            "linker: cannot forget the removed {package}: {}",
+            failure.reason
+        );
+    }
+    let result = store::auto().and_then(|mut auto| {
+        auto.packages.remove(package);
+        if !dependents.is_empty() {
+            auto.epoch += 1;
+        }
+        store::save_auto(&auto)
+    });
+    if let Err(failure) = result {
+        println!(
+            "linker: cannot forget the removed {package}: {}",
+            failure.reason
+        );
+    }
+    if !dependents.is_empty() {
+        println!(
+            "linker: {package} was removed; {} keep running with the copy linked into them \
+             (`apis:linker:sys` lists it as removed)",
+            dependents.join(", ")
+        );
+    }
+}
+
+/// Handles one package installed without the linker; `batch` are the packages handled in the
+/// same tick, which its re-links leave to their own turn.
+fn handle(our: &Address, package: &str, has_api: bool, batch: &[String]) {
+    let zip = format!("/{package}/pkg/{package}.zip");
+    let version_hash = match node::hash(&zip) {
+        Ok(hash) => hash,
+        Err(failure) => {
+            println!("linker: cannot read {zip}: {}", failure.reason);
+            return;
+        }
+    };
+    let known = store::auto()
+        .ok()
+        .and_then(|mut auto| auto.packages.remove(package).map(|t| (t, auto.epoch)));
+    // The same version handled before, with nothing to link or failing at the same APIs (after a
+    // reboot re-bootstrapped it, say): only the marker is missing.
+    if let Some((tracked, epoch)) = &known {
+        let same = tracked.version_hash == version_hash;
+        match tracked.status {
+            Status::NothingToLink if same && !has_api => return mark(package, &version_hash),
+            Status::Failed(_) if same && tracked.epoch == *epoch => {
+                return mark(package, &version_hash)
+            }
+            _ => {}
+        }
+    }
+    let outcome = link_and_install(our, package, batch);
+    let status = match outcome {
+        Ok(Handled::Installed) => return,
+        Ok(Handled::NothingToLink) => {
+            mark(package, &version_hash);
+            if has_api {
+                for relink in service::relink(our, package, batch) {
+                    if let api::RelinkOutcome::Kept(error) = relink.outcome {
+                        println!(
+                            "linker: {} keeps its previous version: {}",
+                            relink.package,
+                            summary(&error)
+                        );
+                    }
+                }
+            }
+            Status::NothingToLink
+        }
+        Err(error) => {
+            println!(
+                "linker: {package} was installed without the linker and cannot be linked, so it \
+                 runs as installed: {} (`linked:linker:sys {package}` shows why)",
+                summary(&error)
+            );
+            mark(package, &version_hash);
+            Status::Failed(error)
+        }
+    };
+    store::track(package, &version_hash, Trigger::Auto, status, has_api);
+}
+
+/// What handling a package came to.
+enum Handled {
+    /// Linked and installed (and recorded by the install).
+    Installed,
+    /// Nothing in it imports a library: left as installed.
+    NothingToLink,
+}
+
+/// Links an installed package by the usual rule, and installs it if anything was linked.
+fn link_and_install(
+    our: &Address,
+    package: &str,
+    batch: &[String],
+) -> Result<Handled, LinkerError> {
+    let id = package
+        .split_once(':')
+        .map(|(package_name, publisher_node)| api::PackageId {
+            package_name: package_name.to_owned(),
+            publisher_node: publisher_node.to_owned(),
+        })
+        .ok_or(LinkerError::NoPackageId)?;
+    let request = LinkRequest {
+        source: PackageSource::Installed(id),
+        metadata: None,
+        apis: Vec::new(),
+    };
+    let caller = Caller {
+        source: our,
+        capabilities: &[],
+        blob: None,
+    };
+    let (inputs, linked) = service::link(our, &caller, &request)?;
+    let nothing = linked.report.copied.is_empty()
+        && linked
+            .report
+            .components
+            .iter()
+            .all(|component| component.linked_sha256.is_none());
+    if nothing {
+        return Ok(Handled::NothingToLink);
+    }
+    let report = service::install_linked(our, inputs, linked, Trigger::Auto, Some(batch))?;
+    for relink in &report.relinked {
+        if let api::RelinkOutcome::Kept(error) = &relink.outcome {
+            println!(
+                "linker: {} keeps its previous version: {}",
+                relink.package,
+                summary(error)
+            );
+        }
+    }
+    Ok(Handled::Installed)
+}
+
+/// Tries again every package that failed before the node's APIs last changed.
+fn retry_failed(our: &Address, batch: &[String]) {
+    let Ok(auto) = store::auto() else {
+        return;
+    };
+    let stale: Vec<String> = auto
+        .packages
+        .iter()
+        .filter(|(name, tracked)| {
+            matches!(tracked.status, Status::Failed(_))
+                && tracked.epoch < auto.epoch
+                && !batch.contains(name)
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    for package in stale {
+        if matches!(look(&package), Seen::Absent) {
+            continue;
+        }
+        let version_hash = match node::hash(&format!("/{package}/pkg/{package}.zip")) {
+            Ok(hash) => hash,
+            Err(_) => continue,
+        };
+        let status = match link_and_install(our, &package, batch) {
+            Ok(Handled::Installed) => {
+                println!("linker: {package} is linked now that the APIs on the node changed");
+                continue;
+            }
+            Ok(Handled::NothingToLink) => Status::NothingToLink,
+            Err(error) => Status::Failed(error),
+        };
+        store::track(&package, &version_hash, Trigger::Auto, status, false);
+    }
+}
+
+/// Leaves the marker in a package's drive.
+fn mark(package: &str, version_hash: &str) {
+    let path = format!("/{package}/pkg/{}", store::MARKER);
+    if let Err(failure) = node::write(&path, version_hash.as_bytes().to_vec()) {
+        println!(
+            "linker: cannot mark {package} as handled: {}",
+            failure.reason
+        );
+    }
+}
+
+/// A linker error as one line for the terminal: what is wrong and what to do.
+pub fn summary(error: &LinkerError) -> String {
+    match error {
+        LinkerError::Unresolved(imports) => {
+            let more = match imports.len().saturating_sub(1) {
+                0 => String::new(),
+                n => format!(" (and {n} more)"),
+            };
+            match imports.first() {
+                Some(first) if first.hint.is_empty() => format!("{}{more}", first.message),
+                Some(first) => format!("{}; {}{more}", first.message, first.hint),
+                None => "imports cannot be linked".to_owned(),
+            }
+        }
+        LinkerError::MissingDependency(missing) => format!(
+            "it depends on {}, which is not on this node: {}",
+            missing.dependency, missing.hint
+        ),
+        LinkerError::InstallFailed(failure) => format!(
+            "installing failed at {}: {}",
+            failure.failed.step, failure.failed.reason
+        ),
+        LinkerError::Archive(problem)
+        | LinkerError::Package(problem)
+        | LinkerError::Component(problem)
+        | LinkerError::Compose(problem)
+        | LinkerError::Verify(problem) => problem.message.clone(),
+        other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
+    }
+}

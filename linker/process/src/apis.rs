@@ -1,5 +1,6 @@
 //! The APIs this node has: every installed package with a `/{pkg}/pkg/api.zip`, then every API
-//! in the linker's mirror that is not installed (`removed` when packages were linked against it).
+//! in the linker's mirror that is not installed (`removed` if it was uninstalled while packages
+//! were linked against it).
 
 use linker_core::{Input, Options};
 
@@ -20,13 +21,14 @@ pub fn list() -> Result<Vec<ApiInfo>, LinkerError> {
             apis.push(describe(&name, "installed", &bytes)?);
         }
     }
+    let removed = store::auto().map_err(LinkerError::Unreadable)?.removed;
     for name in store::mirrored_names().map_err(LinkerError::Unreadable)? {
         if apis.iter().any(|api| api.package == name) {
             continue;
         }
         if let Some(bytes) = store::mirrored(&name).map_err(LinkerError::Unreadable)? {
             let mut api = describe(&name, "mirror", &bytes)?;
-            if !api.dependents.is_empty() {
+            if removed.contains(&name) && !api.dependents.is_empty() {
                 "removed".clone_into(&mut api.location);
             }
             apis.push(api);

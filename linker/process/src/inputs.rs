@@ -208,10 +208,12 @@ pub fn gather(
         .or_else(|| path_id(&request.source));
     let metadata = match (metadata, &request.source) {
         (None, PackageSource::Download(download)) => chain_metadata(&download.package)?,
-        (None, PackageSource::Installed(id)) => match recorded_metadata(&id_string(id))? {
-            Some(metadata) => Some(metadata),
-            None => chain_metadata(id)?,
-        },
+        (None, PackageSource::Installed(id)) => {
+            match recorded_metadata(&id_string(id), &package.sha256)? {
+                Some(metadata) => Some(metadata),
+                None => chain_metadata(id)?,
+            }
+        }
         (metadata, _) => metadata,
     };
 
@@ -494,10 +496,15 @@ fn path_id(source: &PackageSource) -> Option<String> {
     store::is_package_id(stem).then(|| stem.to_owned())
 }
 
-/// The metadata an earlier install through the linker recorded for a package.
-fn recorded_metadata(id: &str) -> Result<Option<(String, Erc721Metadata)>, LinkerError> {
+/// The metadata an earlier install through the linker recorded for this version of a package
+/// (another version's may declare other dependencies).
+fn recorded_metadata(
+    id: &str,
+    version_hash: &str,
+) -> Result<Option<(String, Erc721Metadata)>, LinkerError> {
     let record = store::record(id).map_err(LinkerError::Unreadable)?;
     Ok(record
+        .filter(|record| record.version_hash == version_hash)
         .and_then(|record| record.metadata)
         .and_then(|text| Some((text.clone(), serde_json::from_str(&text).ok()?))))
 }

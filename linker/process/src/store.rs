@@ -191,6 +191,9 @@ pub struct Auto {
     pub epoch: u64,
     /// Every package handled, by `name:publisher`.
     pub packages: std::collections::BTreeMap<String, Tracked>,
+    /// Libraries that were removed while packages were linked against them.
+    #[serde(default)]
+    pub removed: std::collections::BTreeSet<String>,
 }
 
 impl Default for Auto {
@@ -199,6 +202,7 @@ impl Default for Auto {
             enabled: true,
             epoch: 0,
             packages: Default::default(),
+            removed: Default::default(),
         }
     }
 }
@@ -249,6 +253,7 @@ pub fn track(package: &str, version_hash: &str, trigger: Trigger, status: Status
             auto.epoch += 1;
         }
         let epoch = auto.epoch;
+        auto.removed.remove(package);
         auto.packages.insert(
             package.to_owned(),
             Tracked {

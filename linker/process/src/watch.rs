@@ -183,6 +183,7 @@ fn forget(package: &str) {
         auto.packages.remove(package);
         if !dependents.is_empty() {
             auto.epoch += 1;
+            auto.removed.insert(package.to_owned());
         }
         store::save_auto(&auto)
     });
@@ -216,11 +217,12 @@ fn handle(our: &Address, package: &str, has_api: bool, batch: &[String]) {
         .ok()
         .and_then(|mut auto| auto.packages.remove(package).map(|t| (t, auto.epoch)));
     // The same version handled before, with nothing to link or failing at the same APIs (after a
-    // reboot re-bootstrapped it, say): only the marker is missing.
+    // reboot re-bootstrapped it, say): only the marker is missing. A library that did not change
+    // leaves its dependents as they are.
     if let Some((tracked, epoch)) = &known {
         let same = tracked.version_hash == version_hash;
         match tracked.status {
-            Status::NothingToLink if same && !has_api => return mark(package, &version_hash),
+            Status::NothingToLink if same => return mark(package, &version_hash),
             Status::Failed(_) if same && tracked.epoch == *epoch => {
                 return mark(package, &version_hash)
             }
@@ -229,7 +231,7 @@ fn handle(our: &Address, package: &str, has_api: bool, batch: &[String]) {
     }
     let outcome = link_and_install(our, package, batch);
     let status = match outcome {
-        Ok(Handled::Installed) => return,
+        Ok(Handled::Installed | Handled::Superseded) => return,
         Ok(Handled::NothingToLink) => {
             mark(package, &version_hash);
             if has_api {
@@ -264,6 +266,8 @@ enum Handled {
     Installed,
     /// Nothing in it imports a library: left as installed.
     NothingToLink,
+    /// Replaced by another install while it was being linked; left for the next tick.
+    Superseded,
 }
 
 /// Links an installed package by the usual rule, and installs it if anything was linked.
@@ -289,7 +293,13 @@ fn link_and_install(
         capabilities: &[],
         blob: None,
     };
-    let (inputs, linked) = service::link(our, &caller, &request)?;
+    let (inputs, linked) = match service::link(our, &caller, &request) {
+        Ok(linked) => linked,
+        // A package that imports no library is not the linker's business, even if it would
+        // refuse to link it (an unusual archive, say): it is left as installed, unreported.
+        Err(_) if !imports_libraries(package) => return Ok(Handled::NothingToLink),
+        Err(error) => return Err(error),
+    };
     let nothing = linked.report.copied.is_empty()
         && linked
             .report
@@ -298,6 +308,12 @@ fn link_and_install(
             .all(|component| component.linked_sha256.is_none());
     if nothing {
         return Ok(Handled::NothingToLink);
+    }
+    // Another install may have replaced the package while it was being linked: then the next
+    // tick handles that one, and this link is not installed over it.
+    let current = node::hash(&format!("/{package}/pkg/{package}.zip"));
+    if current.as_deref().ok() != Some(inputs.package.sha256.as_str()) {
+        return Ok(Handled::Superseded);
     }
     let report = service::install_linked(our, inputs, linked, Trigger::Auto, Some(batch))?;
     for relink in &report.relinked {
@@ -310,6 +326,25 @@ fn link_and_install(
         }
     }
     Ok(Handled::Installed)
+}
+
+/// Whether any component of an installed package imports a library interface (one the runtime
+/// does not provide). A package that cannot be read counts as not importing any.
+fn imports_libraries(package: &str) -> bool {
+    let Ok(zip) = node::read(&format!("/{package}/pkg/{package}.zip")) else {
+        return false;
+    };
+    linker_core::explain(
+        linker_core::Input::new(package, &zip),
+        &[],
+        &linker_core::Options::default(),
+    )
+    .is_ok_and(|explanation| {
+        explanation
+            .components
+            .iter()
+            .any(|component| !component.imports.is_empty())
+    })
 }
 
 /// Tries again every package that failed before the node's APIs last changed.
@@ -340,6 +375,7 @@ fn retry_failed(our: &Address, batch: &[String]) {
                 println!("linker: {package} is linked now that the APIs on the node changed");
                 continue;
             }
+            Ok(Handled::Superseded) => continue,
             Ok(Handled::NothingToLink) => Status::NothingToLink,
             Err(error) => Status::Failed(error),
         };

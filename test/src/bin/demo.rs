@@ -2,13 +2,14 @@
 //! (`pkg/linker.wasm`) and the example packages from source, boot a node built like the Kinode
 //! runtime (wasmtime 27) with `linker:sys` as a bundled package, upload each package to the linker
 //! as a local process would, and print each step: uploaded, linked (import -> provider),
-//! installed, and what the installed app prints. Then two terminal scripts show the node's APIs
-//! and what was linked into one package.
+//! installed, and what the installed app prints. Then the app store installs a new version of
+//! `app` by itself, with its own steps (not through the linker), and the linker notices and links
+//! it. Last, terminal scripts show the node's APIs and what was linked.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use linker_test_host::{caps, Node, Terminal};
+use linker_test_host::{caps, AppStore, Node, Terminal};
 use serde_json::{json, Value};
 
 const NODE: &str = "demo.os";
@@ -28,6 +29,7 @@ fn main() -> Result<()> {
     let node = Node::new(NODE)?;
     // The terminal's package boots before the linker's, which grants it a capability.
     let terminal = Terminal::new(&node);
+    let store = AppStore::new(&node);
     node.boot_package("linker:sys", &linker.zip, Some(1))?;
     println!(
         "booted node {NODE} with linker:sys (pkg/linker.wasm, {} bytes)",
@@ -99,9 +101,34 @@ fn main() -> Result<()> {
             }
         }
     }
+
+    println!(
+        "\n== app:test.os 0.2.0, installed by the app store itself (NewPackage, then Install)"
+    );
+    let zip = std::fs::read(fixtures.package("app.v2"))?;
+    let hash = store.new_package("app:test.os", &zip)?;
+    let started = Instant::now();
+    store.install("app:test.os", &hash, Some(1))?;
+    println!("the app store installed it unlinked; the linker's next look finds it");
+    let line = linker_fixtures::expect::app_v2(false);
+    match node.wait_for_print(
+        |pid, message| pid == "app:app:test.os" && message == line,
+        Duration::from_secs(60),
+    ) {
+        Some(_) => println!(
+            "  app:app:test.os printed, {:.1} s after the app store's install: {line}",
+            started.elapsed().as_secs_f64()
+        ),
+        None => bail!(
+            "the linker did not link what the app store installed: {:#?}",
+            node.prints()
+        ),
+    }
+
     for (script, args) in [
         ("apis:linker:sys", ""),
         ("linked:linker:sys", "duo:test.os"),
+        ("linked:linker:sys", ""),
     ] {
         println!("\n$ {}", format!("{script} {args}").trim_end());
         let pid = terminal.run(script, args)?;

@@ -26,7 +26,7 @@ use crate::caps::{self, KERNEL};
 use crate::kernel::{Fault, Kernel, PersistedProcess, ProcessStatus};
 use crate::mailbox::Mailbox;
 use crate::process::parse_address;
-use crate::runtime::{make_engine, make_linker};
+use crate::runtime::{make_linker, shared_engine};
 use crate::Print;
 
 /// A process-map entry as tests see it.
@@ -82,7 +82,7 @@ impl Drop for Node {
 impl Node {
     /// A node named `name` (e.g. `fake.os`) with a fresh temporary home and an empty VFS.
     pub fn new(name: &str) -> Result<Node> {
-        let engine = make_engine()?;
+        let engine = shared_engine()?;
         let linker = Arc::new(make_linker(&engine)?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

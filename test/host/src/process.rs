@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
-use wasmtime::component::{Component, ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{DirPerms, FilePerms, WasiCtx, WasiCtxBuilder, WasiView};
@@ -28,7 +28,7 @@ use crate::bindings::kinode::process::standard::{
 use crate::bindings::ProcessV1;
 use crate::caps::{self, KERNEL};
 use crate::kernel::{Delivery, Kernel, KernelMessage, ProcessStatus, WrappedSendError};
-use crate::runtime::{error_message, missing_import, STDERR_CAPACITY};
+use crate::runtime::{compile, error_message, missing_import, STDERR_CAPACITY};
 
 /// One `print-to-terminal` call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -406,7 +406,7 @@ pub(crate) async fn make_process_loop(
     kernel.set_status(&pid, ProcessStatus::Running);
     let our = format_address(&metadata.our);
 
-    let component = match Component::new(&kernel.engine, &wasm) {
+    let component = match compile(&kernel.engine, &wasm) {
         Ok(component) => component,
         Err(e) => {
             let message = format!("{e:#}");

@@ -6,15 +6,21 @@
 //! `wasmtime_wasi::add_to_linker_async(&mut linker)`, `ProcessV1::instantiate_async` and
 //! `call_init(our)`. [`Host`] does the same, keeping one engine and one linker for all processes it
 //! runs, and drives them on a current-thread tokio runtime so that tests can stay synchronous.
+//!
+//! Unlike the runtime, every node and host in a test process shares one engine, and [`compile`]
+//! keeps each compiled component by the SHA-256 of its bytes: a test binary boots many nodes that
+//! all run the same `linker.wasm`, and compiled code depends only on the bytes and the engine.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
-use wasmtime::component::Linker;
-use wasmtime::{Config, Engine, Trap, WasmBacktrace, WasmBacktraceDetails};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, ProfilingStrategy, Trap, WasmBacktrace, WasmBacktraceDetails};
 
 use crate::bindings::kinode::process::standard::OnExit;
 use crate::bindings::ProcessV1;
@@ -128,9 +134,9 @@ impl Host {
     ///
     /// The engine is configured like the runtime's: component model, async support, wasm backtrace
     /// details and wasmtime's default compilation cache (on disk in the user's cache directory;
-    /// left off if it cannot be loaded).
+    /// left off if it cannot be loaded). It is shared by every node and host in this process.
     pub fn new() -> anyhow::Result<Self> {
-        let engine = make_engine()?;
+        let engine = shared_engine()?;
         let linker = Arc::new(make_linker(&engine)?);
         let executor = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -255,7 +261,48 @@ pub(crate) fn make_engine() -> anyhow::Result<Engine> {
         .wasm_backtrace_details(WasmBacktraceDetails::Enable);
     // The runtime loads the default cache config; only a speed-up here, so a failure is not fatal.
     let _ = config.cache_config_load_default();
+    // For profiling: `LINKER_HOST_PERFMAP=1` writes /tmp/perf-{pid}.map, so that `perf report`
+    // names the guests' functions (BENCHMARKS.md).
+    if std::env::var_os("LINKER_HOST_PERFMAP").is_some_and(|v| v != "0") {
+        config.profiler(ProfilingStrategy::PerfMap);
+    }
     Engine::new(&config)
+}
+
+/// The engine every node and host in this process runs on, made by [`make_engine`] on first use.
+pub(crate) fn shared_engine() -> anyhow::Result<Engine> {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    if let Some(engine) = ENGINE.get() {
+        return Ok(engine.clone());
+    }
+    let engine = make_engine()?;
+    Ok(ENGINE.get_or_init(|| engine).clone())
+}
+
+/// A compiled component, filled in by the first caller to compile its bytes.
+type Slot = Arc<Mutex<Option<Component>>>;
+
+/// `Component::new(engine, wasm)`, compiled once per process: a component compiled before from the
+/// same bytes on the same engine is returned as it is. Concurrent callers with the same bytes wait
+/// for one compilation. A failure is not remembered, so every caller sees it.
+pub(crate) fn compile(engine: &Engine, wasm: &[u8]) -> anyhow::Result<Component> {
+    static COMPILED: OnceLock<Mutex<HashMap<[u8; 32], Slot>>> = OnceLock::new();
+    let key: [u8; 32] = Sha256::digest(wasm).into();
+    let slot = Arc::clone(
+        COMPILED
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_default(),
+    );
+    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(component) = slot.as_ref().filter(|c| Engine::same(c.engine(), engine)) {
+        return Ok(component.clone());
+    }
+    let component = Component::new(engine, wasm)?;
+    *slot = Some(component.clone());
+    Ok(component)
 }
 
 /// The linker: `ProcessV1::add_to_linker` (the kinode standard host) and

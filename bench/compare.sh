@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Compares `kinode-link compose` with `wasm-tools compose` and `wac plug` on the fixture components
-# (app and bigapp, each composed with mathlib's library component), by wall time and peak RSS.
+# (app and bigapp, each composed with mathlib's library component), by wall time and peak RSS, and kit's way of
+# linking (bench/kit-loop.sh) with `kinode-link link`. Then runs the in-node benchmark (test/benches/node.rs: the
+# linker on the release-built test node against `linker_core::link`) and prints every way of linking app and bigapp
+# as a ratio to `kinode-link link --stored`.
 #
 #   bench/compare.sh                  # from the repository root or anywhere
 #   RUNS=30 bench/compare.sh          # more runs per command (default 20; bigapp gets RUNS/2, at least 5)
@@ -31,10 +34,11 @@ say() { printf '\n== %s\n' "$*" >&2; }
 installed() { # <binary> <version>: true if $TOOLS_ROOT/bin/<binary> reports <version>
     [[ -x "$TOOLS_ROOT/bin/$1" ]] && "$TOOLS_ROOT/bin/$1" --version 2>/dev/null | grep -qF "$2"
 }
-if ! installed wasm-tools "$WASM_TOOLS_VERSION"; then
+# kit's loop needs `wasm-tools component wit` too.
+if ! installed wasm-tools "$WASM_TOOLS_VERSION" || ! "$TOOLS_ROOT/bin/wasm-tools" component wit --help >/dev/null 2>&1; then
     say "installing wasm-tools $WASM_TOOLS_VERSION (crates.io)"
     cargo install --locked --root "$TOOLS_ROOT" "wasm-tools@$WASM_TOOLS_VERSION" \
-        --no-default-features --features compose,validate
+        --no-default-features --features compose,validate,component
 fi
 if ! installed wac "$WAC_VERSION"; then
     say "installing wac-cli $WAC_VERSION (crates.io, without the registry feature)"
@@ -90,13 +94,14 @@ wc -c "$IN"/*.wasm "$OUT"/*.wasm-tools.wasm "$OUT"/*.wac.wasm "$OUT"/*.kinode-li
 
 # --- Commands -----------------------------------------------------------------------------------------------------
 # NAMES[i] is the label of CMDS[i]; each command writes to $OUT/out.wasm or $OUT/linked.zip.
-setup() { # <root> <package zip>: the three composers on <root>.wasm + mathlib-api.wasm, then kinode-link link
+setup() { # <root> <package zip>: the three composers on <root>.wasm + mathlib-api.wasm, kinode-link link, kit's loop
     NAMES=(
         "wasm-tools compose"
         "wac plug"
         "kinode-link compose"
         "kinode-link link (zip, deflate 1)"
         "kinode-link link (zip, --stored)"
+        "kit's loop (unzip, wit, compose per import, zip)"
     )
     CMDS=(
         "$WASM_TOOLS compose $IN/$1.wasm -d $IN/mathlib-api.wasm -o $OUT/out.wasm"
@@ -104,6 +109,7 @@ setup() { # <root> <package zip>: the three composers on <root>.wasm + mathlib-a
         "$KINODE_LINK compose $IN/$1.wasm --dep $IN/mathlib-api.wasm -o $OUT/out.wasm"
         "$KINODE_LINK link $2 --api $MATHLIB_API_ZIP -o $OUT/linked.zip"
         "$KINODE_LINK link $2 --api $MATHLIB_API_ZIP --stored -o $OUT/linked.zip"
+        "bash $ROOT/bench/kit-loop.sh $WASM_TOOLS $2 $OUT/kit.zip $MATHLIB_API_ZIP"
     )
 }
 
@@ -114,12 +120,16 @@ time_all() { # <label> <runs>: times CMDS
         local args=()
         for i in "${!CMDS[@]}"; do args+=(--command-name "${NAMES[$i]}" "${CMDS[$i]}"); done
         hyperfine --shell=none --warmup 3 --runs "$runs" --style basic \
-            --export-markdown "$OUT/time-$label.md" "${args[@]}" >&2
+            --export-markdown "$OUT/time-$label.md" --export-csv "$OUT/time-$label.csv" "${args[@]}" >&2
         cat "$OUT/time-$label.md"
+        # command,mean,stddev,median,user,system,min,max in seconds, rows in CMDS order (a name may hold commas)
+        awk -F, 'NR > 1 { printf "%.3f\n", $(NF - 6) * 1000 }' "$OUT/time-$label.csv" |
+            paste <(printf '%s\n' "${NAMES[@]}") - >"$OUT/time-$label.tsv"
     else
         echo "| Command | Mean [ms] | Min [ms] | Max [ms] |"
         echo "|:---|---:|---:|---:|"
         local r start end all
+        : >"$OUT/time-$label.tsv"
         for i in "${!CMDS[@]}"; do
             ${CMDS[$i]} >/dev/null 2>&1 # warm-up
             all=()
@@ -131,6 +141,8 @@ time_all() { # <label> <runs>: times CMDS
             done
             printf '%s\n' "${all[@]}" | sort -n | awk -v c="\`${NAMES[$i]}\`" \
                 '{ v[NR] = $1; s += $1 } END { printf "| %s | %.1f | %.1f | %.1f |\n", c, s / NR / 1000, v[1] / 1000, v[NR] / 1000 }'
+            printf '%s\n' "${all[@]}" | awk -v c="${NAMES[$i]}" '{ s += $1 } END { printf "%s\t%.3f\n", c, s / NR / 1000 }' \
+                >>"$OUT/time-$label.tsv"
         done
     fi
 }
@@ -144,6 +156,28 @@ peak_rss() { # the median of 5 runs' "Maximum resident set size" (GNU time), in 
         for ((r = 0; r < 5; r++)); do
             /usr/bin/time -v ${CMDS[$i]} 2>&1 >/dev/null | awk -F': ' '/Maximum resident set size/ { print $2 }'
         done | sort -n | sed -n 3p | awk -v c="\`${NAMES[$i]}\`" '{ printf "| %s | %d |\n", c, $1 }'
+    done
+}
+
+# --- Ratios -------------------------------------------------------------------------------------------------------
+ratio_rows() { # one row per way: "<ms> ms (<ratio>×)" for app and bigapp, from time-*.tsv and node.tsv
+    local base_app base_big
+    base_app=$(awk -F'\t' '$1 == "kinode-link link (zip, --stored)" { print $2 }' "$OUT/time-app.tsv")
+    base_big=$(awk -F'\t' '$1 == "kinode-link link (zip, --stored)" { print $2 }' "$OUT/time-bigapp.tsv")
+    row() { # <label> <app ms> <bigapp ms>
+        awk -v l="$1" -v a="$2" -v b="$3" -v ba="$base_app" -v bb="$base_big" \
+            'BEGIN { printf "| %s | %.2f ms (%.2f×) | %.2f ms (%.2f×) |\n", l, a, a / ba, b, b / bb }'
+    }
+    node() { awk -F'\t' -v id="$1:test.os" -v col="$2" '$1 == id { print $col }' "$OUT/node.tsv"; }
+    row "\`linker_core::link\`, in-process (stored)" "$(node app 3)" "$(node bigapp 3)"
+    row "in-node install, request to answer" "$(node app 4)" "$(node bigapp 4)"
+    local i name
+    setup app "$APP_ZIP"
+    for i in "${!NAMES[@]}"; do
+        name=${NAMES[$i]}
+        row "\`$name\`" \
+            "$(awk -F'\t' -v n="$name" '$1 == n { print $2 }' "$OUT/time-app.tsv")" \
+            "$(awk -F'\t' -v n="$name" '$1 == n { print $2 }' "$OUT/time-bigapp.tsv")"
     done
 }
 
@@ -164,6 +198,18 @@ peak_rss() { # the median of 5 runs' "Maximum resident set size" (GNU time), in 
         peak_rss
         echo
     done
+    say "the in-node benchmark (release build of the test host)"
+    LINKER_BENCH_NODE_TSV=$OUT/node.tsv cargo bench --locked -p linker-tests --bench node -- app >"$OUT/node.md"
+    echo "## In the node: install request to answer against \`linker_core::link\` (cargo bench --bench node)"
+    echo
+    cat "$OUT/node.md"
+    echo
+    echo "## Every way, as a ratio to \`kinode-link link --stored\` (mean wall time of the whole command)"
+    echo
+    echo "| way | app | bigapp |"
+    echo "|:---|---:|---:|"
+    ratio_rows
+    echo
     echo "Commands:"
     echo
     for root in app bigapp; do

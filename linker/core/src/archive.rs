@@ -198,7 +198,14 @@ impl Archive {
     /// Writes the files as a deterministic zip: directory entries first, then files, each
     /// group sorted, with a fixed timestamp and mode, so equal contents give equal bytes.
     pub fn write(&self, compression: Compression) -> Vec<u8> {
-        let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+        // Room for everything stored, so that a large package is not copied as the buffer grows.
+        let capacity = self
+            .files
+            .iter()
+            .fold(ZIP_END_LEN, |total, (path, contents)| {
+                total + contents.len() + 2 * path.len() + ZIP_ENTRY_LEN
+            });
+        let mut zip = ZipWriter::new(Cursor::new(Vec::with_capacity(capacity)));
         let timestamp = DateTime::from_date_and_time(2023, 6, 19, 0, 0, 0).unwrap_or_default();
         let base = SimpleFileOptions::default()
             .last_modified_time(timestamp)
@@ -229,6 +236,12 @@ impl Archive {
         zip.finish().expect("in-memory zip finish").into_inner()
     }
 }
+
+/// Room for one entry's headers besides its name, written twice (local header 30 bytes and
+/// central record 46, plus the extra fields the writer may add).
+const ZIP_ENTRY_LEN: usize = 128;
+/// Room for the end-of-central-directory records.
+const ZIP_END_LEN: usize = 128;
 
 /// How [`Archive::write`] stores file contents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

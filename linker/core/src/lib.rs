@@ -139,17 +139,25 @@ pub fn link(
     for resolution in &mut resolutions {
         session.attribute(&mut resolution.reports);
     }
-    let catalog = session.catalog();
+    let catalog = Catalog::new(&session.providers, &session.types);
+    let archive = &mut session.files.archive;
     let mut components = Vec::with_capacity(session.components.len());
-    let mut linked_files = Vec::new();
     for ((path, unit), resolution) in session.components.iter().zip(resolutions) {
-        let role = session.role(path);
+        let role = session
+            .files
+            .roles
+            .get(path)
+            .cloned()
+            .unwrap_or(Role::Component);
         if options.world == World::Kinode && role != Role::Component {
             verify::check_init(path, unit, &session.types)?;
         }
         let linked = if resolution.is_empty() {
             None
         } else {
+            // The decoded unit keeps the component's bytes: the archive's copy is not needed while
+            // composing, and the linked bytes take its place.
+            archive.files.remove(path);
             Some(compose::compose(path, unit, &resolution.plan, &catalog)?)
         };
         let bytes = linked.as_deref().unwrap_or(unit.package.bytes());
@@ -162,18 +170,28 @@ pub fn link(
             imports: resolution.reports,
         });
         if let Some(bytes) = linked {
-            linked_files.push((path.clone(), bytes));
+            archive.files.insert(path.clone(), bytes);
         }
     }
+    let Session {
+        files,
+        components: units,
+        providers,
+        package_digest,
+        api_digests,
+        copied,
+        ..
+    } = session;
+    // The decoded components are done with: free them before the zip is written.
+    drop((units, providers));
     let report = LinkReport {
         linker: format!("kinode-link {VERSION}"),
-        package: session.package_digest,
-        apis: session.api_digests,
+        package: package_digest,
+        apis: api_digests,
         components,
-        copied: session.copied,
+        copied,
     };
-    let mut archive = session.files.archive;
-    archive.files.extend(linked_files);
+    let mut archive = files.archive;
     let mut record =
         serde_json::to_vec_pretty(&report).expect("a report of strings always serialises");
     record.push(b'\n');

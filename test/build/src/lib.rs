@@ -30,18 +30,21 @@
 //! - `components/<name>:test.os/<file>.wasm`: every component built for the package (exporters
 //!   included).
 //!
-//! Set `LINKER_FIXTURES_VERBOSE=1` to see cargo's progress on stderr.
+//! Nested cargo builds show cargo's own progress (its `Compiling` lines and progress bar) on stderr
+//! when [`show_progress`] asked for it, when `LINKER_FIXTURES_VERBOSE` is set, or when stderr is a
+//! terminal and the build takes more than two seconds; otherwise it is captured and quoted only if
+//! the build fails. Set `LINKER_FIXTURES_VERBOSE=1` to also see every phase's duration.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::{BufRead, BufReader, Cursor, Write};
+use std::io::{Cursor, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -612,6 +615,15 @@ fn phase(what: &str, start: Instant) {
     }
 }
 
+/// Set by [`show_progress`].
+static PROGRESS: AtomicBool = AtomicBool::new(false);
+
+/// Makes nested cargo builds show cargo's progress on stderr even when stderr is not a terminal
+/// (the demo asks for it, so that a first build that takes minutes is seen to move).
+pub fn show_progress(show: bool) {
+    PROGRESS.store(show, Ordering::Relaxed);
+}
+
 fn build_uncached() -> Result<Fixtures> {
     let start = Instant::now();
     let workspace = workspace()?;
@@ -930,35 +942,113 @@ fn cargo_command() -> Command {
 
 /// Runs a command, returning its stdout; its stderr is echoed if `LINKER_FIXTURES_VERBOSE` is set,
 /// and quoted in the error if it fails.
-fn run(mut command: Command, what: &str) -> Result<Vec<u8>> {
-    let verbose = verbose();
+fn run(command: Command, what: &str) -> Result<Vec<u8>> {
+    let echo = if verbose() { Echo::Now } else { Echo::Never };
+    run_echoing(command, what, echo)
+}
+
+/// How long a nested build runs before its progress is shown, unless [`show_progress`] asked for
+/// it at once: a build with nothing to do stays quiet.
+const QUIET_FOR: Duration = Duration::from_secs(2);
+
+/// Runs a cargo build like [`run`]. When builds show their progress and the build outlasts
+/// [`QUIET_FOR`] (at once, with [`show_progress`] or `LINKER_FIXTURES_VERBOSE`), a line names the
+/// build and cargo's own progress follows as it comes: its `Compiling` lines and, with
+/// `CARGO_TERM_PROGRESS_WHEN=always`, its progress bar.
+fn run_build(mut command: Command, what: &str) -> Result<Vec<u8>> {
+    let echo = if PROGRESS.load(Ordering::Relaxed) || verbose() {
+        Echo::Now
+    } else if std::io::stderr().is_terminal() {
+        Echo::After(QUIET_FOR)
+    } else {
+        Echo::Never
+    };
+    if echo != Echo::Never {
+        for (var, value) in [
+            ("CARGO_TERM_PROGRESS_WHEN", "always"),
+            ("CARGO_TERM_PROGRESS_WIDTH", "100"),
+        ] {
+            if std::env::var_os(var).is_none() {
+                command.env(var, value);
+            }
+        }
+    }
+    run_echoing(command, what, echo)
+}
+
+/// When a command's stderr is copied to ours.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Echo {
+    Never,
+    Now,
+    /// Once the command has run this long; what it wrote before comes first.
+    After(Duration),
+}
+
+impl Echo {
+    /// Whether copying should start, for a command started at `start`.
+    fn due(self, start: Instant) -> bool {
+        match self {
+            Echo::Never => false,
+            Echo::Now => true,
+            Echo::After(quiet) => start.elapsed() >= quiet,
+        }
+    }
+}
+
+/// Runs a command, returning its stdout; its stderr is copied to ours as it comes (see [`Echo`]),
+/// headed by a line naming `what` and followed by one with the time taken, and quoted in the error
+/// if it fails.
+fn run_echoing(mut command: Command, what: &str, echo: Echo) -> Result<Vec<u8>> {
+    let start = Instant::now();
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("running {what} ({command:?})"))?;
-    let stderr = child
+    let mut stderr = child
         .stderr
         .take()
         .ok_or_else(|| anyhow!("no stderr pipe"))?;
-    let echo = std::thread::spawn(move || {
-        let mut text = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if verbose {
-                eprintln!("{line}");
+    let header = format!("linker-fixtures: {what}\n");
+    // Raw chunks rather than lines: cargo redraws its progress bar with `\r`.
+    let copier = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let mut echoing = false;
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut chunk) {
+            if n == 0 {
+                break;
             }
-            text.push_str(&line);
-            text.push('\n');
+            text.extend_from_slice(&chunk[..n]);
+            let mut out = std::io::stderr().lock();
+            if echoing {
+                let _ = out.write_all(&chunk[..n]);
+            } else if echo.due(start) {
+                echoing = true;
+                let _ = out.write_all(header.as_bytes());
+                let _ = out.write_all(&text);
+            }
+            let _ = out.flush();
         }
-        text
+        (String::from_utf8_lossy(&text).into_owned(), echoing)
     });
     let mut stdout = Vec::new();
     if let Some(mut pipe) = child.stdout.take() {
-        std::io::Read::read_to_end(&mut pipe, &mut stdout)?;
+        pipe.read_to_end(&mut stdout)?;
     }
     let status = child.wait()?;
-    let stderr = echo.join().unwrap_or_default();
+    let (stderr, echoed) = copier.join().unwrap_or_default();
+    if echoed {
+        // Straight to stderr like cargo's output, which a test harness does not capture either.
+        let _ = writeln!(
+            std::io::stderr(),
+            "linker-fixtures: {what}: {} in {:.1} s",
+            if status.success() { "done" } else { "failed" },
+            start.elapsed().as_secs_f64()
+        );
+    }
     if !status.success() {
         if stderr.contains("target may not be installed")
             || stderr.contains("can't find crate for `core`")
@@ -987,7 +1077,10 @@ fn cargo_build(cargo_target: &Path) -> Result<()> {
         .arg(source_dir().join("Cargo.toml"))
         .arg("--target-dir")
         .arg(cargo_target);
-    run(command, "cargo build of the fixture workspace")?;
+    run_build(
+        command,
+        "cargo build of the fixture packages (wasm32-wasip1, release)",
+    )?;
     Ok(())
 }
 

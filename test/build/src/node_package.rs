@@ -17,7 +17,9 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 use anyhow::{Context, Result};
 
-use crate::{cargo_command, componentize, repo_root, run, target_dir, write_if_changed, zip_files};
+use crate::{
+    cargo_command, componentize, repo_root, run_build, target_dir, write_if_changed, zip_files,
+};
 
 /// The package's components: `pkg/` file, crate, and core module built by cargo.
 const COMPONENTS: [(&str, &str, &str); 4] = [
@@ -75,7 +77,10 @@ fn build() -> Result<LinkerPackage> {
             "--target-dir",
         ])
         .arg(&cargo_target);
-    run(command, "cargo build -p linker-process and the scripts")?;
+    run_build(
+        command,
+        "cargo build of pkg/linker.wasm and the terminal scripts (wasm32-wasip1, profile node)",
+    )?;
     let pkg = root.join("pkg");
     let mut files = BTreeMap::new();
     for (file, _, module) in COMPONENTS {

@@ -23,8 +23,11 @@ const EXAMPLES: [&str; 7] = [
 ];
 
 fn main() -> Result<()> {
-    println!("building pkg/linker.wasm and the example packages (kinode_process_lib 1.0.1, wasm32-wasip1, adapter 27.0.0)");
+    // A first build runs nested cargo builds for minutes: show cargo's progress as it goes.
+    linker_fixtures::show_progress(true);
+    println!("[1/2] building pkg/linker.wasm and the terminal scripts (wasm32-wasip1, profile node; a first build takes minutes)");
     let linker = linker_fixtures::linker_package()?;
+    println!("[2/2] building the example packages (kinode_process_lib 1.0.1, wasm32-wasip1, adapter 27.0.0)");
     let fixtures = linker_fixtures::build()?;
     let node = Node::new(NODE)?;
     // The terminal's package boots before the linker's, which grants it a capability.

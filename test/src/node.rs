@@ -14,6 +14,8 @@ pub const NODE: &str = "fake.os";
 pub const LINKER: &str = "fake.os@linker:linker:sys";
 /// The test's own process: package `tester:test.os`, whose drive it may ask the linker to read.
 pub const TESTER: &str = "fake.os@tester:tester:test.os";
+/// How long the linker may take to start (wasmtime compiles it first, once per test binary).
+pub const BOOT_SECS: u64 = 600;
 /// How long to wait for a process to print or change state.
 pub const WAIT: Duration = Duration::from_secs(60);
 
@@ -55,6 +57,17 @@ impl Session {
             .expect("the linker boots");
         let tester = Session::local_sender(&node, TESTER);
         node.grant(&process(TESTER), vec![caps::messaging(LINKER)]);
+        // The linker is up once it answers: the first node of a test binary waits for wasmtime to
+        // compile linker.wasm, so waits in the tests start from a running linker.
+        tester
+            .request(
+                LINKER,
+                json!("ListApis").to_string(),
+                None,
+                vec![],
+                BOOT_SECS,
+            )
+            .unwrap_or_else(|e| panic!("the linker did not start: {e:?}"));
         Session { node, tester }
     }
 

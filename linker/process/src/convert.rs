@@ -163,6 +163,7 @@ impl From<&core::LinkError> for api::LinkerError {
                 let (kind, origin) = match e {
                     I::NotAComponent { origin, .. } => ("not-a-component", origin),
                     I::InvalidComponent { origin, .. } => ("invalid-component", origin),
+                    I::InvalidModule { origin, .. } => ("invalid-module", origin),
                 };
                 api::LinkerError::Component(problem(kind, &origin.path, e))
             }

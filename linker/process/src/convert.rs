@@ -146,6 +146,7 @@ impl From<&core::LinkError> for api::LinkerError {
                     A::TooManyEntries { archive, .. } => ("too-many-entries", archive),
                     A::ContentsTooLarge { archive, .. } => ("contents-too-large", archive),
                     A::CompressionRatio { archive, .. } => ("compression-ratio", archive),
+                    A::ArchiveRatio { archive, .. } => ("archive-ratio", archive),
                     A::CorruptEntry { archive, .. } => ("corrupt-entry", archive),
                 };
                 api::LinkerError::Archive(problem(kind, archive, e))

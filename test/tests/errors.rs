@@ -127,6 +127,29 @@ fn zip_bomb_by_ratio() {
     assert!(error.to_string().contains("ui/zeros.bin"));
 }
 
+#[test]
+fn a_linked_package_reads_back_however_well_its_files_compress() {
+    // 2 MiB of zeros, stored: harmless as it came, but deflated it would look like a zip bomb
+    // to the reader (and to the linker's install, which reads the linked zip back).
+    let mut writer = ::zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored = ::zip::write::SimpleFileOptions::default()
+        .compression_method(::zip::CompressionMethod::Stored);
+    let app = process("", "");
+    for (name, bytes) in [
+        ("app.wasm", app.as_slice()),
+        ("manifest.json", &manifest(&[("app", "app.wasm")])),
+        ("ui/zeros.bin", &vec![0u8; 2 << 20]),
+    ] {
+        writer.start_file(name, stored).unwrap();
+        std::io::Write::write_all(&mut writer, bytes).unwrap();
+    }
+    let package = writer.finish().unwrap().into_inner();
+    let linked = link(&package, &[]).unwrap();
+    let out =
+        linker_core::archive::Archive::read("out", &linked.bytes, &Limits::default()).unwrap();
+    assert_eq!(out.files["ui/zeros.bin"].len(), 2 << 20);
+}
+
 /// Patches the uncompressed size that the central directory declares for the first entry.
 fn declare_size(mut bytes: Vec<u8>, size: u32) -> Vec<u8> {
     let central = bytes

@@ -28,11 +28,13 @@ pub struct Limits {
 }
 
 impl Default for Limits {
+    /// Bounds that keep the linker process's guest memory within the figures in the README
+    /// ("Bounds"): an archive of at most 128 MiB inflating to at most 128 MiB.
     fn default() -> Self {
         Limits {
-            max_archive_bytes: 256 << 20,
+            max_archive_bytes: 128 << 20,
             max_entries: 10_000,
-            max_total_bytes: 512 << 20,
+            max_total_bytes: 128 << 20,
             max_ratio: 100,
             ratio_floor: 1 << 20,
         }
@@ -108,6 +110,19 @@ pub enum ArchiveError {
         /// The limit.
         limit: u64,
     },
+    /// The entries together inflate suspiciously far beyond the archive's size: a zip bomb made
+    /// of many small entries, or of entries that share compressed data.
+    #[error("`{archive}` would inflate to {size} bytes, {ratio} times its own size, more than the {limit} times allowed")]
+    ArchiveRatio {
+        /// The archive's name.
+        archive: String,
+        /// The declared total uncompressed size.
+        size: u64,
+        /// Its ratio to the archive's size.
+        ratio: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// One entry cannot be inflated, fails its checksum, or is not the size it declares.
     #[error("`{archive}` entry `{entry}` cannot be read: {reason}")]
     CorruptEntry {
@@ -144,7 +159,7 @@ impl Archive {
             archive: archive.clone(),
             reason: reason.to_owned(),
         })?;
-        check_directory(&archive, &directory, limits)?;
+        check_directory(&archive, bytes.len() as u64, &directory, limits)?;
 
         let not_a_zip = |reason: String| ArchiveError::NotAZip {
             archive: archive.clone(),
@@ -197,15 +212,40 @@ impl Archive {
 
     /// Writes the files as a deterministic zip: directory entries first, then files, each
     /// group sorted, with a fixed timestamp and mode, so equal contents give equal bytes.
+    ///
+    /// Deflated files that would make [`Archive::read`] refuse the zip as a bomb under the
+    /// default [`Limits`] (a file that compresses more than [`Limits::max_ratio`] times) are
+    /// written stored instead, every file, so that what the linker writes always reads back.
     pub fn write(&self, compression: Compression) -> Vec<u8> {
-        // Room for everything stored, so that a large package is not copied as the buffer grows.
-        let capacity = self
+        let bytes = self.write_as(compression);
+        if compression == Compression::Stored {
+            return bytes;
+        }
+        let limits = Limits::default();
+        let bomb = central_directory(&bytes).is_ok_and(|records| {
+            matches!(
+                check_directory(&self.name, bytes.len() as u64, &records, &limits),
+                Err(ArchiveError::CompressionRatio { .. } | ArchiveError::ArchiveRatio { .. })
+            )
+        });
+        if bomb {
+            self.write_as(Compression::Stored)
+        } else {
+            bytes
+        }
+    }
+
+    fn write_as(&self, compression: Compression) -> Vec<u8> {
+        // Room for every file stored, with its headers and its directories' (at most one per
+        // file): the buffer never doubles past it, which for a large package would cost the
+        // node up to twice the package in guest memory.
+        let room = self
             .files
             .iter()
-            .fold(ZIP_END_LEN, |total, (path, contents)| {
-                total + contents.len() + 2 * path.len() + ZIP_ENTRY_LEN
-            });
-        let mut zip = ZipWriter::new(Cursor::new(Vec::with_capacity(capacity)));
+            .map(|(path, contents)| contents.len() + 4 * path.len() + 256)
+            .sum::<usize>()
+            + 1024;
+        let mut zip = ZipWriter::new(Cursor::new(Vec::with_capacity(room)));
         let timestamp = DateTime::from_date_and_time(2023, 6, 19, 0, 0, 0).unwrap_or_default();
         let base = SimpleFileOptions::default()
             .last_modified_time(timestamp)
@@ -236,12 +276,6 @@ impl Archive {
         zip.finish().expect("in-memory zip finish").into_inner()
     }
 }
-
-/// Room for one entry's headers besides its name, written twice (local header 30 bytes and
-/// central record 46, plus the extra fields the writer may add).
-const ZIP_ENTRY_LEN: usize = 128;
-/// Room for the end-of-central-directory records.
-const ZIP_END_LEN: usize = 128;
 
 /// How [`Archive::write`] stores file contents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,7 +334,15 @@ struct Record {
     uncompressed: u64,
 }
 
-fn check_directory(archive: &str, records: &[Record], limits: &Limits) -> Result<(), ArchiveError> {
+/// Checks the declared entries against the limits. Besides each entry's ratio, the whole
+/// archive's is bounded by its real length, so neither many entries each under the ratio floor
+/// nor entries sharing (overlapping) compressed data inflate to more than the ratio allows.
+fn check_directory(
+    archive: &str,
+    length: u64,
+    records: &[Record],
+    limits: &Limits,
+) -> Result<(), ArchiveError> {
     if records.len() > limits.max_entries {
         return Err(ArchiveError::TooManyEntries {
             archive: archive.to_owned(),
@@ -344,6 +386,15 @@ fn check_directory(archive: &str, records: &[Record], limits: &Limits) -> Result
                 });
             }
         }
+    }
+    let ratio = total / length.max(1);
+    if total >= limits.ratio_floor && ratio > limits.max_ratio {
+        return Err(ArchiveError::ArchiveRatio {
+            archive: archive.to_owned(),
+            size: total,
+            ratio,
+            limit: limits.max_ratio,
+        });
     }
     Ok(())
 }

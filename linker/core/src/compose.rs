@@ -1,14 +1,19 @@
 //! Composition: turning a resolution plan into one component with wac-graph's
 //! `CompositionGraph`, libraries instantiated once each, in dependency order, and the result
-//! validated as it is encoded.
+//! validated, function bodies included, with the features of the world it will run in.
+//!
+//! The composed component is validated once, in place of wac-graph's own validation (which
+//! would accept every proposal): when it fails, the root and each library are validated alone,
+//! so the error names the file that is broken.
 
 use thiserror::Error;
 use wac_graph::types::Package;
 use wac_graph::{CompositionGraph, EncodeOptions, NodeId, Processor};
 
-use crate::inspect::Unit;
+use crate::inspect::{self, InspectError, Unit, World};
 use crate::resolve::Catalog;
 use crate::resolve::{Arg, Plan};
+use crate::LinkError;
 
 /// The composition engine refused the plan, or the composed component failed validation.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -31,8 +36,41 @@ pub enum ComposeError {
     },
 }
 
-/// Composes `root` with the libraries of `plan`.
+/// Composes `root` with the libraries of `plan` and validates the result for `world`.
 pub(crate) fn compose(
+    component: &str,
+    root: &Unit,
+    plan: &Plan,
+    catalog: &Catalog<'_>,
+    world: World,
+) -> Result<Vec<u8>, LinkError> {
+    let bytes = encode(component, root, plan, catalog)?;
+    let Err(reason) = inspect::validate(&bytes, world) else {
+        return Ok(bytes);
+    };
+    let parts = std::iter::once(root).chain(
+        plan.instances
+            .iter()
+            .map(|planned| catalog.provider(planned.provider)),
+    );
+    for unit in parts {
+        if let Err(reason) = inspect::validate(unit.package.bytes(), world) {
+            return Err(InspectError::InvalidComponent {
+                origin: unit.origin.clone(),
+                reason,
+            }
+            .into());
+        }
+    }
+    Err(ComposeError::Invalid {
+        component: component.to_owned(),
+        reason,
+    }
+    .into())
+}
+
+/// Builds and encodes the composition graph, unvalidated.
+fn encode(
     component: &str,
     root: &Unit,
     plan: &Plan,
@@ -85,15 +123,12 @@ pub(crate) fn compose(
             name: "kinode-link",
             version: crate::VERSION,
         }),
+        validate: false,
         ..EncodeOptions::default()
     };
-    graph.encode(options).map_err(|error| match error {
-        wac_graph::EncodeError::ValidationFailure { source } => ComposeError::Invalid {
-            component: component.to_owned(),
-            reason: source.to_string(),
-        },
-        other => fail(format!("{other:#}")),
-    })
+    graph
+        .encode(options)
+        .map_err(|error| fail(format!("{error:#}")))
 }
 
 /// Feeds each argument's library export into `instance`.

@@ -47,6 +47,14 @@ pub enum InspectError {
         /// The decoder's or validator's complaint.
         reason: String,
     },
+    /// A core module the package ships as it is (not a process) does not validate.
+    #[error("{origin} is not a valid WebAssembly module: {reason}")]
+    InvalidModule {
+        /// The file.
+        origin: Origin,
+        /// The validator's complaint.
+        reason: String,
+    },
 }
 
 /// A decoded component: its origin, hash and type (in the arena it was decoded into).
@@ -57,8 +65,14 @@ pub(crate) struct Unit {
 }
 
 impl Unit {
-    /// Decodes `bytes` into `types`.
-    pub fn decode(origin: Origin, bytes: &[u8], types: &mut Types) -> Result<Unit, InspectError> {
+    /// Decodes `bytes` into `types`, checking the component's structure with the features of
+    /// `world` (function bodies are checked by [`validate`]).
+    pub fn decode(
+        origin: Origin,
+        bytes: &[u8],
+        types: &mut Types,
+        world: World,
+    ) -> Result<Unit, InspectError> {
         if !Parser::is_component(bytes) {
             let found = if Parser::is_core_wasm(bytes) {
                 "a core Wasm module"
@@ -71,7 +85,7 @@ impl Unit {
             origin: origin.clone(),
             reason,
         };
-        check_features(bytes).map_err(|reason| invalid(&origin, reason))?;
+        check_structure(bytes, world.features()).map_err(|reason| invalid(&origin, reason))?;
         let package = Package::from_bytes("component", None, bytes, types)
             .map_err(|error| invalid(&origin, format!("{error:#}")))?;
         Ok(Unit {
@@ -98,11 +112,59 @@ impl Unit {
     }
 }
 
-/// Validates the component's structure (not function bodies, which encoding validates later)
-/// with the stable feature set, so proposals the runtime does not run are refused here, as a
-/// typed error, before the type decoder meets them.
-fn check_features(bytes: &[u8]) -> Result<(), String> {
-    let mut validator = Validator::new_with_features(WasmFeatures::default());
+/// The Wasm features the Kinode runtime's engine accepts, in this wasmparser's terms.
+///
+/// The runtime (kinode 1.0.0) builds `wasmtime = "27.0.0"` with its default crate features and
+/// configures it with `wasm_component_model(true)` and the default (Cranelift) compiler, so its
+/// set is wasmtime 27's `Config::features` (wasmtime-27.0.0/src/config.rs): `WASM2`, plus
+/// `MULTI_MEMORY`, `RELAXED_SIMD`, `TAIL_CALL` and `EXTENDED_CONST`, plus `GC_TYPES` (crate
+/// feature `gc`), `THREADS` (`threads`) and `COMPONENT_MODEL` (`component-model`); Cranelift
+/// removes none. Every other proposal this wasmparser knows (component-model async, compact
+/// imports, wide arithmetic, memory64, ...) is off: wasmtime 27 (wasmparser 0.219) leaves it off
+/// or does not know it.
+pub const RUNTIME_FEATURES: WasmFeatures = WasmFeatures::WASM2
+    .union(WasmFeatures::MULTI_MEMORY)
+    .union(WasmFeatures::RELAXED_SIMD)
+    .union(WasmFeatures::TAIL_CALL)
+    .union(WasmFeatures::EXTENDED_CONST)
+    .union(WasmFeatures::GC_TYPES)
+    .union(WasmFeatures::THREADS)
+    .union(WasmFeatures::COMPONENT_MODEL);
+
+/// Validates a whole component or core module, function bodies included, with the features of
+/// `world` (the Kinode runtime's for [`World::Kinode`]). A component must validate this way to
+/// go into a linked package; [`Unit::decode`] checks only the structure, so that a component
+/// that is composed is validated once, as the composition's output.
+pub fn validate(bytes: &[u8], world: World) -> Result<(), String> {
+    Validator::new_with_features(world.features())
+        .validate_all(bytes)
+        .map(drop)
+        .map_err(|error| error.to_string())
+}
+
+/// Validates a `.wasm` file that is not a component and is packed as it is: it must be a core
+/// module that validates.
+pub(crate) fn validate_module(
+    origin: &Origin,
+    bytes: &[u8],
+    world: World,
+) -> Result<(), InspectError> {
+    if !Parser::is_core_wasm(bytes) {
+        return Err(InspectError::NotAComponent {
+            origin: origin.clone(),
+            found: "not WebAssembly",
+        });
+    }
+    validate(bytes, world).map_err(|reason| InspectError::InvalidModule {
+        origin: origin.clone(),
+        reason,
+    })
+}
+
+/// Validates the component's structure (not function bodies) with `features`, so proposals the
+/// runtime does not run are refused here, as a typed error, before the type decoder meets them.
+fn check_structure(bytes: &[u8], features: WasmFeatures) -> Result<(), String> {
+    let mut validator = Validator::new_with_features(features);
     let mut parser = Parser::new(0);
     let mut nested = Vec::new();
     let mut rest = bytes;
@@ -162,6 +224,15 @@ impl World {
                 name.starts_with("kinode:process/standard@") || name.starts_with("wasi:")
             }
             World::Any => false,
+        }
+    }
+
+    /// The Wasm features a component must keep to: the Kinode runtime's, or for any other
+    /// world this wasmparser's defaults.
+    pub fn features(self) -> WasmFeatures {
+        match self {
+            World::Kinode => RUNTIME_FEATURES,
+            World::Any => WasmFeatures::default(),
         }
     }
 

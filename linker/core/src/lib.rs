@@ -153,12 +153,19 @@ pub fn link(
             verify::check_init(path, unit, &session.types)?;
         }
         let linked = if resolution.is_empty() {
+            validate_unit(unit, options.world)?;
             None
         } else {
             // The decoded unit keeps the component's bytes: the archive's copy is not needed while
             // composing, and the linked bytes take its place.
             archive.files.remove(path);
-            Some(compose::compose(path, unit, &resolution.plan, &catalog)?)
+            Some(compose::compose(
+                path,
+                unit,
+                &resolution.plan,
+                &catalog,
+                options.world,
+            )?)
         };
         let bytes = linked.as_deref().unwrap_or(unit.package.bytes());
         verify::check_imports(path, bytes, options.world)?;
@@ -212,7 +219,8 @@ pub struct Explanation {
 }
 
 /// Explains how each library import of a package would be resolved, and why any would not.
-/// Fails only when an archive or a component cannot be read.
+/// Fails only when an archive cannot be read or a component that linking would pack (the
+/// package's own, or a library it would be linked with) is invalid, as [`link`] would.
 pub fn explain(
     package: Input<'_>,
     apis: &[Input<'_>],
@@ -220,22 +228,22 @@ pub fn explain(
 ) -> Result<Explanation, LinkError> {
     let session = Session::load(package, apis, options)?;
     let catalog = session.catalog();
-    let components = session
-        .components
-        .iter()
-        .map(|(path, unit)| {
-            let mut imports =
-                resolve::resolve(unit, &catalog, &session.types, options.world).reports;
-            session.attribute(&mut imports);
-            ComponentReport {
-                path: path.clone(),
-                role: session.role(path),
-                sha256: unit.sha256.clone(),
-                linked_sha256: None,
-                imports,
-            }
-        })
-        .collect();
+    let mut components = Vec::with_capacity(session.components.len());
+    for (path, unit) in &session.components {
+        let mut resolution = resolve::resolve(unit, &catalog, &session.types, options.world);
+        validate_unit(unit, options.world)?;
+        for planned in &resolution.plan.instances {
+            validate_unit(catalog.provider(planned.provider), options.world)?;
+        }
+        session.attribute(&mut resolution.reports);
+        components.push(ComponentReport {
+            path: path.clone(),
+            role: session.role(path),
+            sha256: unit.sha256.clone(),
+            linked_sha256: None,
+            imports: resolution.reports,
+        });
+    }
     Ok(Explanation {
         package: package.name.to_owned(),
         components,
@@ -256,9 +264,9 @@ pub fn compose(
     };
     let units = libraries
         .iter()
-        .map(|library| Unit::decode(origin(library), library.bytes, &mut types))
+        .map(|library| Unit::decode(origin(library), library.bytes, &mut types, options.world))
         .collect::<Result<Vec<_>, _>>()?;
-    let unit = Unit::decode(origin(&root), root.bytes, &mut types)?;
+    let unit = Unit::decode(origin(&root), root.bytes, &mut types, options.world)?;
     let catalog = Catalog::new(&units, &types);
     let resolution = resolve::resolve(&unit, &catalog, &types, options.world);
     let problems = resolution.errors(root.name);
@@ -269,6 +277,7 @@ pub fn compose(
         verify::check_init(root.name, &unit, &types)?;
     }
     let linked = if resolution.is_empty() {
+        validate_unit(&unit, options.world)?;
         None
     } else {
         Some(compose::compose(
@@ -276,6 +285,7 @@ pub fn compose(
             &unit,
             &resolution.plan,
             &catalog,
+            options.world,
         )?)
     };
     let bytes = linked.unwrap_or_else(|| root.bytes.to_vec());
@@ -321,7 +331,7 @@ pub fn describe_api(api: Input<'_>, options: &Options) -> Result<ApiDescription,
     let archive = Archive::read(api.name, api.bytes, &options.limits)?;
     let mut types = Types::default();
     let mut providers = Vec::new();
-    decode_api(&archive, &mut types, &mut providers)?;
+    decode_api(&archive, &mut types, &mut providers, options.world)?;
     let libraries = providers
         .iter()
         .map(|unit| Library {
@@ -373,25 +383,27 @@ impl Session {
         let mut types = Types::default();
         let mut providers = Vec::new();
         if let Some(own) = &files.own_api {
-            decode_api(own, &mut types, &mut providers)?;
+            decode_api(own, &mut types, &mut providers, options.world)?;
         }
         let mut copied = Vec::new();
         for api in apis {
             let archive = Archive::read(api.name, api.bytes, &options.limits)?;
-            let workers = decode_api(&archive, &mut types, &mut providers)?;
+            let workers = decode_api(&archive, &mut types, &mut providers, options.world)?;
             copied.extend(files.add_workers(&archive, workers.iter().map(String::as_str))?);
         }
         let mut components = Vec::new();
         for path in files.wasm_paths() {
             let bytes = &files.archive.files[&path];
-            if !Parser::is_component(bytes) && !files.roles.contains_key(&path) {
-                continue;
-            }
             let origin = Origin {
                 archive: package.name.to_owned(),
                 path: path.clone(),
             };
-            components.push((path.clone(), Unit::decode(origin, bytes, &mut types)?));
+            if !Parser::is_component(bytes) && !files.roles.contains_key(&path) {
+                inspect::validate_module(&origin, bytes, options.world)?;
+                continue;
+            }
+            let unit = Unit::decode(origin, bytes, &mut types, options.world)?;
+            components.push((path.clone(), unit));
         }
         Ok(Session {
             files,
@@ -458,33 +470,47 @@ impl Session {
 }
 
 /// Decodes the components of an API archive into `providers` (those that export something
-/// besides `init`) and returns the paths of its other `.wasm` files, the workers.
+/// besides `init`) and returns the paths of its other `.wasm` files, the workers, each
+/// validated whole, since a worker is copied into the package as it is.
 fn decode_api(
     api: &Archive,
     types: &mut Types,
     providers: &mut Vec<Unit>,
+    world: World,
 ) -> Result<Vec<String>, LinkError> {
     let mut workers = Vec::new();
     for (path, bytes) in &api.files {
         if !path.ends_with(".wasm") {
             continue;
         }
-        if !Parser::is_component(bytes) {
-            workers.push(path.clone());
-            continue;
-        }
         let origin = Origin {
             archive: api.name.clone(),
             path: path.clone(),
         };
-        let unit = Unit::decode(origin, bytes, types)?;
+        if !Parser::is_component(bytes) {
+            inspect::validate_module(&origin, bytes, world)?;
+            workers.push(path.clone());
+            continue;
+        }
+        let unit = Unit::decode(origin, bytes, types, world)?;
         if unit.exports(types).any(|(name, _)| name != "init") {
             providers.push(unit);
         } else {
+            validate_unit(&unit, world)?;
             workers.push(path.clone());
         }
     }
     Ok(workers)
+}
+
+/// Validates a decoded component whole, for a component packed as it is.
+fn validate_unit(unit: &Unit, world: World) -> Result<(), InspectError> {
+    inspect::validate(unit.package.bytes(), world).map_err(|reason| {
+        InspectError::InvalidComponent {
+            origin: unit.origin.clone(),
+            reason,
+        }
+    })
 }
 
 fn digest(input: &Input<'_>) -> Digest {

@@ -159,6 +159,7 @@ impl From<&core::LinkError> for api::LinkerError {
                     A::TooManyEntries { archive, .. } => ("too-many-entries", archive),
                     A::ContentsTooLarge { archive, .. } => ("contents-too-large", archive),
                     A::CompressionRatio { archive, .. } => ("compression-ratio", archive),
+                    A::ArchiveRatio { archive, .. } => ("archive-ratio", archive),
                     A::CorruptEntry { archive, .. } => ("corrupt-entry", archive),
                 };
                 api::LinkerError::Archive(problem(kind, archive, e))
@@ -176,6 +177,7 @@ impl From<&core::LinkError> for api::LinkerError {
                 let (kind, origin) = match e {
                     I::NotAComponent { origin, .. } => ("not-a-component", origin),
                     I::InvalidComponent { origin, .. } => ("invalid-component", origin),
+                    I::InvalidModule { origin, .. } => ("invalid-module", origin),
                 };
                 api::LinkerError::Component(problem(kind, &origin.path, e))
             }

@@ -197,6 +197,8 @@ pub(crate) struct KernelState {
     pub process_state: HashMap<String, Vec<u8>>,
     /// The on-exit each process had and its stderr when its `init` returned or trapped.
     pub exits: HashMap<String, (OnExit, String)>,
+    /// The peak guest memory of each process's latest run.
+    pub memory: HashMap<String, crate::process::MemoryPeak>,
     faults: Vec<Fault>,
     backoffs: HashMap<String, Backoff>,
     /// Every VFS request served, in order, for tests and benchmarks that count them.

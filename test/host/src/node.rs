@@ -377,6 +377,12 @@ impl Node {
         self.kernel.lock().process_map.keys().cloned().collect()
     }
 
+    /// The peak guest memory (largest linear memory size, in bytes) of a process's latest run,
+    /// from its start until now.
+    pub fn memory_peak(&self, pid: &str) -> Option<usize> {
+        self.kernel.lock().memory.get(pid).map(|peak| peak.bytes())
+    }
+
     /// The last status of a process task, also after it left the process map.
     pub fn status(&self, pid: &str) -> Option<ProcessStatus> {
         self.kernel.lock().statuses.get(pid).cloned()

@@ -13,12 +13,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, Trap};
+use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{DirPerms, FilePerms, WasiCtx, WasiCtxBuilder, WasiView};
 
@@ -85,6 +86,42 @@ pub struct ProcessWasiV1 {
     pub table: ResourceTable,
     /// The WASI context.
     pub wasi: WasiCtx,
+    /// Records the process's memory size (test instrumentation; the runtime sets no limiter).
+    memory: MemoryPeak,
+}
+
+/// A resource limiter that limits nothing, as the runtime sets none, and records the largest
+/// size any of the process's linear memories reached: its peak guest memory, since a linear
+/// memory never shrinks.
+#[derive(Clone, Default)]
+pub(crate) struct MemoryPeak(Arc<AtomicUsize>);
+
+impl MemoryPeak {
+    /// The largest size reached so far, in bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl ResourceLimiter for MemoryPeak {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> anyhow::Result<bool> {
+        self.0.fetch_max(desired, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> anyhow::Result<bool> {
+        Ok(true)
+    }
 }
 
 impl WasiView for ProcessWasiV1 {
@@ -432,14 +469,18 @@ pub(crate) async fn make_process_loop(
         contexts: HashMap::new(),
         message_queue: VecDeque::new(),
     };
+    let memory = MemoryPeak::default();
+    kernel.lock().memory.insert(pid.clone(), memory.clone());
     let mut store = Store::new(
         &kernel.engine,
         ProcessWasiV1 {
             process: state,
             table: ResourceTable::new(),
             wasi,
+            memory,
         },
     );
+    store.limiter(|data| &mut data.memory);
     let process = match ProcessV1::instantiate_async(&mut store, &component, &kernel.linker).await {
         Ok(process) => process,
         Err(e) => {

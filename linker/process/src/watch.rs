@@ -166,7 +166,16 @@ pub fn tick(our: &Address, watcher: &mut Watcher) {
     for (package, has_api) in &changed {
         handle(our, package, *has_api, &names);
     }
-    retry_failed(our, &names);
+    // Handling and forgetting change the state; an idle tick reuses what it read.
+    let auto = if changed.is_empty() && removed.is_empty() {
+        auto
+    } else {
+        match store::auto() {
+            Ok(auto) => auto,
+            Err(_) => return,
+        }
+    };
+    retry_failed(our, &auto, &names);
 }
 
 /// Forgets a removed package; if packages were linked against it, says that they keep running
@@ -348,10 +357,7 @@ fn imports_libraries(package: &str) -> bool {
 }
 
 /// Tries again every package that failed before the node's APIs last changed.
-fn retry_failed(our: &Address, batch: &[String]) {
-    let Ok(auto) = store::auto() else {
-        return;
-    };
+fn retry_failed(our: &Address, auto: &store::Auto, batch: &[String]) {
     let stale: Vec<String> = auto
         .packages
         .iter()

@@ -156,22 +156,14 @@ fn native_link(
     let file = format!("{}.zip", f.id(name));
     let apis: Vec<Input<'_>> = apis
         .iter()
-        .map(|(name, bytes)| Input { name, bytes })
+        .map(|(name, bytes)| Input::new(name, bytes))
         .collect();
     let options = Options {
         compression: Compression::Stored,
         ..Options::default()
     };
-    let (linked, sample) = measure(|| {
-        linker_core::link(
-            Input {
-                name: &file,
-                bytes: package,
-            },
-            &apis,
-            &options,
-        )
-    })?;
+    let (linked, sample) =
+        measure(|| linker_core::link(Input::new(&file, package), &apis, &options))?;
     black_box(linked.map_err(|e| anyhow::anyhow!("{name} does not link natively: {e}"))?);
     Ok(sample)
 }

@@ -97,14 +97,8 @@ fn main() -> Result<()> {
         for _ in 0..RUNS {
             let start = Instant::now();
             let linked = linker_core::link(
-                Input {
-                    name: "root:test.os.zip",
-                    bytes: &package,
-                },
-                &[Input {
-                    name: "chains:test.os",
-                    bytes: &api,
-                }],
+                Input::new("root:test.os.zip", &package),
+                &[Input::new("chains:test.os", &api)],
                 &Options::default(),
             )
             .map_err(|e| anyhow::anyhow!("{count} libraries do not link: {e}"))?;

@@ -1,7 +1,8 @@
 //! An install survives the linker's own crash: the linker is killed (as a trap kills it) right
 //! after it sends each install step in turn; the kernel restarts it (`on_exit: Restart`), and it
 //! rolls back the install its journal shows, so the previous version runs with its files intact,
-//! or, for a first install, nothing is left.
+//! or, for a first install, nothing is left. The same holds when the node shuts down mid-install
+//! and boots again.
 
 use linker_fixtures::expect;
 use linker_test_host::{caps, Fault, ProcessStatus};
@@ -19,6 +20,7 @@ fn crash(s: &Session, action: &str, target: &str) {
         action: action.to_owned(),
         target: target.to_owned(),
         nth: 1,
+        halt: false,
     });
 }
 
@@ -213,4 +215,47 @@ fn a_crash_while_relinking_a_dependent_restores_its_previous_version() {
         "the library's new version stays installed"
     );
     assert_eq!(s.printed(APP, &expect::app_with_mathlib_v2()), 0);
+}
+
+#[test]
+fn an_install_cut_short_by_a_shutdown_is_rolled_back_at_the_next_boot() {
+    let s = Session::new();
+    ok(&s.install("mathlib", &[]));
+    ok(&s.install("app", &[]));
+    s.wait_for(APP, &expect::app());
+    let before = app_files(&s);
+    let v1 = sha256(&read(fixtures().package("app")));
+    let v2 = sha256(&read(fixtures().package("app.v2")));
+
+    // The node goes down right after the new files are added: the linker just stops.
+    s.node.fault(Fault::Crash {
+        process: LINKER_ID.to_owned(),
+        action: "AddZip".to_owned(),
+        target: DRIVE.to_owned(),
+        nth: 1,
+        halt: true,
+    });
+    send_install(&s, "app.v2", &[]);
+    let stopped = s.node.wait_for_status(
+        LINKER_ID,
+        |status| matches!(status, ProcessStatus::Trapped { .. }),
+        WAIT,
+    );
+    assert!(stopped.is_some(), "the linker stops");
+    // Half replaced, and journaled.
+    assert!(s.file(&format!("{DRIVE}/app-v2.wasm")).is_some());
+    assert!(s.file(&format!("{DRIVE}/app.wasm")).is_none());
+    assert!(s.file("/linker:sys/journal/app:test.os.json").is_some());
+    s.node.reboot().expect("the node reboots");
+    s.wait_for(
+        LINKER_ID,
+        &format!(
+            "linker: the install of app:test.os (version {v2}) was interrupted; its previous version {v1} runs again"
+        ),
+    );
+    // app (on-exit None) left the process map at the shutdown; the linker started it again.
+    assert!(printed_times(&s, &expect::app(), 2), "the app runs again");
+    linker_serves(&s);
+    assert_eq!(app_files(&s), before);
+    assert!(s.file(&format!("{DRIVE}/app-v2.wasm")).is_none());
 }

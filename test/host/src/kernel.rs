@@ -177,7 +177,8 @@ pub enum Fault {
     /// `process` dies as a trap would kill it right after sending its `nth` (from 1, counted from
     /// when the fault is added) request that is the VFS action `action` on a path starting with
     /// `target`, or the kernel command `action` about a process id starting with `target`. The
-    /// request is served; the sender never sees the answer, and its on-exit runs.
+    /// request is served; the sender never sees the answer, and its on-exit runs, unless `halt`:
+    /// then its task just ends, as when the node shuts down, for a [`crate::Node::reboot`] next.
     Crash {
         /// The sender, `process:package:publisher`.
         process: String,
@@ -187,6 +188,8 @@ pub enum Fault {
         target: String,
         /// Which matching request kills the sender; 0 once spent.
         nth: u32,
+        /// Whether the sender's on-exit is skipped.
+        halt: bool,
     },
 }
 
@@ -210,6 +213,8 @@ pub(crate) struct KernelState {
     reverse_caps: HashMap<String, HashMap<String, Vec<Capability>>>,
     pub prints: Vec<(String, Print)>,
     pub process_state: HashMap<String, Vec<u8>>,
+    /// Processes a halting [`Fault::Crash`] killed, whose on-exit is not run.
+    pub halted: std::collections::HashSet<String>,
     /// The on-exit each process had and its stderr when its `init` returned or trapped.
     pub exits: HashMap<String, (OnExit, String)>,
     faults: Vec<Fault>,
@@ -670,7 +675,8 @@ impl Kernel {
     }
 
     /// Whether `source` sending `body` to `target` is the request a [`Fault::Crash`] waits for
-    /// (counting it down if it is one of the matching requests before).
+    /// (counting it down if it is one of the matching requests before); a halting crash marks
+    /// `source` as halted.
     pub(crate) fn take_crash_fault(&self, source: &str, target: &str, body: &[u8]) -> bool {
         let Ok(request) = serde_json::from_slice::<Value>(body) else {
             return false;
@@ -712,17 +718,21 @@ impl Kernel {
                 action: a,
                 target: t,
                 nth,
+                halt,
             } if *nth > 0 && process == source && *a == action && about.starts_with(t.as_str()) => {
-                Some(nth)
+                *nth -= 1;
+                Some((*nth == 0, *halt))
             }
             _ => None,
         });
         match found {
-            Some(nth) => {
-                *nth -= 1;
-                *nth == 0
+            Some((true, halt)) => {
+                if halt {
+                    st.halted.insert(source.to_owned());
+                }
+                true
             }
-            None => false,
+            _ => false,
         }
     }
 

@@ -396,7 +396,8 @@ fn is_run(km: &KernelMessage, our_node: &str) -> bool {
 }
 
 /// `make_process_loop`: waits for `run`, compiles and instantiates the component, calls `init`,
-/// records how it ended, then carries out the on-exit behaviour.
+/// records how it ended, then carries out the on-exit behaviour (none after a halting
+/// [`crate::Fault::Crash`]).
 pub(crate) async fn make_process_loop(
     kernel: Arc<Kernel>,
     metadata: ProcessMetadata,
@@ -514,6 +515,9 @@ pub(crate) async fn make_process_loop(
             caps::on_exit_name(&metadata.on_exit)
         ),
     );
+    if kernel.lock().halted.remove(&pid) {
+        return;
+    }
     on_exit(&kernel, &pid, metadata, wasm).await;
 }
 

@@ -219,6 +219,20 @@ fn a_crash_while_relinking_a_dependent_restores_its_previous_version() {
 
 #[test]
 fn an_install_cut_short_by_a_shutdown_is_rolled_back_at_the_next_boot() {
+    shutdown_during_update("AddZip", DRIVE, false);
+}
+
+#[test]
+fn an_install_cut_short_by_a_node_crash_is_rolled_back_at_the_next_boot() {
+    // The new app is initialised, not run, when the node dies; the boot starts it from its
+    // wasm_bytes_handle as the process map had it, and the linker puts the old one back.
+    shutdown_during_update("InitializeProcess", APP, true);
+}
+
+/// Installs mathlib and app v1, then installs app v2 and stops the node right after the linker
+/// sends `action` about `target`; boots again (as after a crash if `crash`) and checks that v1 is
+/// back, byte for byte, and runs.
+fn shutdown_during_update(action: &str, target: &str, crash: bool) {
     let s = Session::new();
     ok(&s.install("mathlib", &[]));
     ok(&s.install("app", &[]));
@@ -227,11 +241,11 @@ fn an_install_cut_short_by_a_shutdown_is_rolled_back_at_the_next_boot() {
     let v1 = sha256(&read(fixtures().package("app")));
     let v2 = sha256(&read(fixtures().package("app.v2")));
 
-    // The node goes down right after the new files are added: the linker just stops.
+    // The node goes down: the linker just stops.
     s.node.fault(Fault::Crash {
         process: LINKER_ID.to_owned(),
-        action: "AddZip".to_owned(),
-        target: DRIVE.to_owned(),
+        action: action.to_owned(),
+        target: target.to_owned(),
         nth: 1,
         halt: true,
     });
@@ -246,14 +260,17 @@ fn an_install_cut_short_by_a_shutdown_is_rolled_back_at_the_next_boot() {
     assert!(s.file(&format!("{DRIVE}/app-v2.wasm")).is_some());
     assert!(s.file(&format!("{DRIVE}/app.wasm")).is_none());
     assert!(s.file("/linker:sys/journal/app:test.os.json").is_some());
-    s.node.reboot().expect("the node reboots");
+    if crash {
+        s.node.crash_reboot().expect("the node boots again");
+    } else {
+        s.node.reboot().expect("the node reboots");
+    }
     s.wait_for(
         LINKER_ID,
         &format!(
             "linker: the install of app:test.os (version {v2}) was interrupted; its previous version {v1} runs again"
         ),
     );
-    // app (on-exit None) left the process map at the shutdown; the linker started it again.
     assert!(printed_times(&s, &expect::app(), 2), "the app runs again");
     linker_serves(&s);
     assert_eq!(app_files(&s), before);

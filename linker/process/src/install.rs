@@ -11,6 +11,20 @@
 //! capabilities, and run. If any step fails, the new processes are killed, `/{pkg}/pkg` is
 //! removed, and the backup is applied the same way, restarting the previous processes.
 //!
+//! The linker may die in the middle (a trap, running out of memory, the node shutting down). So
+//! once the backup is written, and before anything changes, the install is journaled
+//! ([`store::Journal`]: the package, the new version's hash, the previous version's hash and
+//! `wit_version` if there is a backup, and every process id of either version); the journal is
+//! removed when the install ends either way, before the backup. When the linker starts (it is
+//! `on_exit: Restart`, and a node boots it), [`recover`] rolls back every install a journal shows:
+//! the processes of both versions are killed (the kernel may have kept or lost either) and the
+//! backup is applied as above, or `/{pkg}/pkg` is removed if there was no previous version; then
+//! the journal and the backup are dropped. A journal that cannot be parsed was being written when
+//! the linker died, before anything changed, so it is dropped; so is a backup without a journal.
+//! A rollback that fails keeps its journal, to be tried again at the next start. A re-link of
+//! dependents installs each dependent this way, so each is covered; dependents after the one
+//! interrupted are not re-linked and keep their previous versions.
+//!
 //! Differences from the app store, on purpose: processes of the old version that the new manifest
 //! drops are killed too (the app store leaves them running with stale code), and the wasm bytes go
 //! to the kernel directly as the blob rather than through a VFS read with `inherit`.
@@ -21,7 +35,7 @@ use kinode_process_lib::kernel_types::{
     Capability, KernelCommand, KernelResponse, OnExit, PackageManifestEntry,
 };
 use kinode_process_lib::vfs::{FileType, VfsAction};
-use kinode_process_lib::{Address, ProcessId};
+use kinode_process_lib::{println, Address, ProcessId};
 use linker_core::archive::{Archive, Compression};
 
 use crate::api::{self, InstallFailure, LinkerError, PreviousVersion, StepFailure};
@@ -98,6 +112,19 @@ pub fn install(our: &Address, upload: &Upload<'_>) -> Result<Installed, LinkerEr
         .chain(new.processes.iter())
         .map(|(entry, _)| process_id(&entry.process_name, package))
         .collect();
+    let journal = store::Journal {
+        package: package.to_owned(),
+        version_hash: new.hash.clone(),
+        previous: previous.as_ref().map(|p| store::Previous {
+            hash: p.hash.clone(),
+            wit_version: p.wit_version,
+        }),
+        processes: old_ids.clone(),
+    };
+    if let Err(failure) = store::save_journal(&journal) {
+        store::drop_backup(package);
+        return Err(LinkerError::Unreadable(failure));
+    }
     for id in &old_ids {
         kill(our, id);
     }
@@ -119,8 +146,107 @@ pub fn install(our: &Address, upload: &Upload<'_>) -> Result<Installed, LinkerEr
             }))
         }
     };
-    store::drop_backup(package);
+    end(package);
     outcome
+}
+
+/// Ends an install: drops its journal, then its backup (kept if the journal stays).
+fn end(package: &str) {
+    match store::drop_journal(package) {
+        Ok(()) => store::drop_backup(package),
+        Err(failure) => println!(
+            "linker: cannot end the journal of {package}'s install: {}: {}",
+            failure.step, failure.reason
+        ),
+    }
+}
+
+/// Rolls back every install a linker that died left under way (see the module docs), saying so
+/// on the terminal for each package.
+pub fn recover(our: &Address) {
+    let journals = match store::journals() {
+        Ok(journals) => journals,
+        Err(failure) => {
+            println!(
+                "linker: cannot read its install journal: {}: {}",
+                failure.step, failure.reason
+            );
+            return;
+        }
+    };
+    if let Ok(backups) = store::backups() {
+        for package in backups {
+            if !journals.iter().any(|(journaled, _)| *journaled == package) {
+                store::drop_backup(&package);
+            }
+        }
+    }
+    for (package, journal) in journals {
+        let Some(journal) = journal else {
+            end(&package);
+            continue;
+        };
+        match roll_back(our, &journal) {
+            Ok(outcome) => {
+                println!(
+                    "linker: the install of {package} (version {}) was interrupted; {outcome}",
+                    journal.version_hash
+                );
+                end(&package);
+            }
+            Err(failure) => println!(
+                "linker: the install of {package} was interrupted and cannot be rolled back yet: {}: {}",
+                failure.step, failure.reason
+            ),
+        }
+    }
+}
+
+/// Puts back the version a journaled install replaced, or removes the install if there was none.
+fn roll_back(our: &Address, journal: &store::Journal) -> Result<String, StepFailure> {
+    let package = journal.package.as_str();
+    let previous = match &journal.previous {
+        None => None,
+        Some(previous) => {
+            let zip = store::backup(package)?.ok_or_else(|| StepFailure {
+                step: format!("Read the backup of {package}"),
+                reason: "the backup is missing".to_owned(),
+            })?;
+            Some(backed_up(package, zip, previous)?)
+        }
+    };
+    for id in &journal.processes {
+        kill(our, id);
+    }
+    match restore(our, package, previous.as_ref()) {
+        PreviousVersion::None => Ok("no version was installed before, so it is removed".to_owned()),
+        PreviousVersion::Restored(hash) => Ok(format!("its previous version {hash} runs again")),
+        PreviousVersion::RestoreFailed(failure) => Err(failure),
+    }
+}
+
+/// The backed-up version of a package, as [`snapshot`] made it.
+fn backed_up(
+    package: &str,
+    zip: Vec<u8>,
+    previous: &store::Previous,
+) -> Result<Version, StepFailure> {
+    let unreadable = |reason: String| StepFailure {
+        step: format!("Read the backup of {package}"),
+        reason,
+    };
+    let files = Archive::read(package, &zip, &linker_core::Limits::default())
+        .map_err(|e| unreadable(e.to_string()))?
+        .files;
+    let processes = processes(package, &files).map_err(|error| unreadable(format!("{error:?}")))?;
+    Ok(Version {
+        zip,
+        writes: Vec::new(),
+        api: None,
+        processes,
+        wit_version: previous.wit_version,
+        hash: previous.hash.clone(),
+    })
 }
 
 /// Puts the previous version back, or removes what the failed install wrote.

@@ -22,8 +22,9 @@ mod watch;
 
 use kinode_process_lib::{await_message, println, Address, Message};
 
-/// Called by the kernel once, with `node@linker:linker:sys`: prepares the linker's drives and
-/// its timer, then serves requests and ticks until the process is killed.
+/// Called by the kernel with `node@linker:linker:sys` (again after a crash): prepares the
+/// linker's drives, rolls back any install it died in the middle of, arms its timer, then serves
+/// requests and ticks until the process is killed.
 fn init(our: Address) {
     if let Err(failure) = store::prepare() {
         println!(
@@ -31,6 +32,7 @@ fn init(our: Address) {
             failure.step, failure.reason
         );
     }
+    install::recover(&our);
     let mut watcher = watch::Watcher::default();
     watch::arm();
     loop {

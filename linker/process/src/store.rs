@@ -9,6 +9,8 @@
 //! - `/linker:sys/packages/auto.json`: auto-linking's switch and what it knows of every package
 //!   it looked at ([`Auto`]).
 //! - `/linker:sys/backup/{pkg}.zip`: the files of the version being replaced, during an install.
+//! - `/linker:sys/journal/{pkg}.json`: the install of a package under way ([`Journal`]), written
+//!   after its backup and before anything changes, removed when the install ends either way.
 //!
 //! Outside its drives the linker leaves one file, [`MARKER`], in every `/{pkg}/pkg` it has
 //! handled: an install by anyone else replaces `/{pkg}/pkg` whole, so a missing marker is how
@@ -26,6 +28,7 @@ const CACHE: &str = "/linker:sys/cache";
 const APIS: &str = "/linker:sys/apis";
 const PACKAGES: &str = "/linker:sys/packages";
 const BACKUP: &str = "/linker:sys/backup";
+const JOURNAL: &str = "/linker:sys/journal";
 /// For every package the linker installed, the APIs it was linked against.
 const INDEX: &str = "/linker:sys/packages/index.json";
 /// Auto-linking's state.
@@ -35,7 +38,7 @@ pub const MARKER: &str = ".linker";
 
 /// Creates the linker's drives (the linker may do anything in its own package's drives).
 pub fn prepare() -> Result<(), StepFailure> {
-    for drive in [CACHE, APIS, PACKAGES, BACKUP] {
+    for drive in [CACHE, APIS, PACKAGES, BACKUP, JOURNAL] {
         node::expect_ok(drive, VfsAction::CreateDrive, None)?;
     }
     Ok(())
@@ -357,4 +360,72 @@ pub fn drop_backup(package: &str) {
         VfsAction::RemoveFile,
         None,
     );
+}
+
+/// The backup of a package's previous version, if there is one.
+pub fn backup(package: &str) -> Result<Option<Vec<u8>>, StepFailure> {
+    node::read_if_exists(&format!("{BACKUP}/{package}.zip"))
+}
+
+/// The packages that have a backup.
+pub fn backups() -> Result<Vec<String>, StepFailure> {
+    Ok(node::read_dir(BACKUP)?
+        .into_iter()
+        .filter_map(|(name, _)| name.strip_suffix(".zip").map(str::to_owned))
+        .collect())
+}
+
+/// An install under way: what the linker needs to undo it if it dies before the install ends.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Journal {
+    /// `name:publisher`.
+    pub package: String,
+    /// The version hash being installed.
+    pub version_hash: String,
+    /// The version replaced, backed up at `/linker:sys/backup/{pkg}.zip`; `None` for a first
+    /// install.
+    pub previous: Option<Previous>,
+    /// Every process of either version, to kill before the previous version is put back.
+    pub processes: Vec<String>,
+}
+
+/// The version an install replaces.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Previous {
+    /// Its version hash.
+    pub hash: String,
+    /// The `wit_version` its processes run with.
+    pub wit_version: Option<u32>,
+}
+
+/// Records an install as under way.
+pub fn save_journal(journal: &Journal) -> Result<(), StepFailure> {
+    let path = format!("{JOURNAL}/{}.json", journal.package);
+    let json = serde_json::to_vec_pretty(journal).map_err(|e| StepFailure {
+        step: format!("Write {path}"),
+        reason: e.to_string(),
+    })?;
+    node::write(&path, json)
+}
+
+/// The installs under way, by package: the journal, or `None` if its file cannot be read as one
+/// (the linker died while writing it, before the install changed anything).
+pub fn journals() -> Result<Vec<(String, Option<Journal>)>, StepFailure> {
+    node::read_dir(JOURNAL)?
+        .into_iter()
+        .filter_map(|(name, _)| name.strip_suffix(".json").map(str::to_owned))
+        .map(|package| {
+            let bytes = node::read(&format!("{JOURNAL}/{package}.json"))?;
+            Ok((package, serde_json::from_slice(&bytes).ok()))
+        })
+        .collect()
+}
+
+/// Ends an install's journal: before the backup is dropped, so a journal always has its backup.
+pub fn drop_journal(package: &str) -> Result<(), StepFailure> {
+    let path = format!("{JOURNAL}/{package}.json");
+    if node::is_file(&path)? {
+        node::expect_ok(&path, VfsAction::RemoveFile, None)?;
+    }
+    Ok(())
 }

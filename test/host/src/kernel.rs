@@ -26,7 +26,8 @@
 //!   an in-memory store that survives [`crate::Node::reboot`]. The process map is not persisted
 //!   to disk; `reboot` keeps it in memory and applies the runtime's boot rules to it.
 //! - `KernelCommand::Debug` is not served (the kernel prints that it ignored it).
-//! - Injected faults ([`Fault`]) answer as the real service answers a failure.
+//! - Injected faults ([`Fault`]) answer as the real service answers a failure, or kill the sender
+//!   as a trap does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -173,6 +174,23 @@ pub enum Fault {
         /// How many commands fail.
         times: u32,
     },
+    /// `process` dies as a trap would kill it right after sending its `nth` (from 1, counted from
+    /// when the fault is added) request that is the VFS action `action` on a path starting with
+    /// `target`, or the kernel command `action` about a process id starting with `target`. The
+    /// request is served; the sender never sees the answer, and its on-exit runs, unless `halt`:
+    /// then its task just ends, as when the node shuts down, for a [`crate::Node::reboot`] next.
+    Crash {
+        /// The sender, `process:package:publisher`.
+        process: String,
+        /// The VFS action or kernel command name.
+        action: String,
+        /// A VFS path prefix or process id prefix.
+        target: String,
+        /// Which matching request kills the sender; 0 once spent.
+        nth: u32,
+        /// Whether the sender's on-exit is skipped.
+        halt: bool,
+    },
 }
 
 /// Restart backoff of one process (the runtime's `RestartBackoff`).
@@ -195,6 +213,8 @@ pub(crate) struct KernelState {
     reverse_caps: HashMap<String, HashMap<String, Vec<Capability>>>,
     pub prints: Vec<(String, Print)>,
     pub process_state: HashMap<String, Vec<u8>>,
+    /// Processes a halting [`Fault::Crash`] killed, whose on-exit is not run.
+    pub halted: std::collections::HashSet<String>,
     /// The on-exit each process had and its stderr when its `init` returned or trapped.
     pub exits: HashMap<String, (OnExit, String)>,
     /// The peak guest memory of each process's latest run.
@@ -645,11 +665,73 @@ impl Kernel {
                 target: t,
                 times,
             } => *times > 0 && c == command && t.as_deref().is_none_or(|t| t == target),
-            Fault::Vfs { .. } => false,
+            Fault::Vfs { .. } | Fault::Crash { .. } => false,
         });
         match found {
             Some(Fault::Kernel { times, .. }) => {
                 *times -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `source` sending `body` to `target` is the request a [`Fault::Crash`] waits for
+    /// (counting it down if it is one of the matching requests before); a halting crash marks
+    /// `source` as halted.
+    pub(crate) fn take_crash_fault(&self, source: &str, target: &str, body: &[u8]) -> bool {
+        let Ok(request) = serde_json::from_slice::<Value>(body) else {
+            return false;
+        };
+        let name = |value: &Value| match value {
+            Value::String(name) => Some(name.clone()),
+            Value::Object(map) if map.len() == 1 => map.keys().next().cloned(),
+            _ => None,
+        };
+        let (action, about) = if target == VFS {
+            let action = request.get("action").and_then(name);
+            let path = request
+                .get("path")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            (action, path)
+        } else if target == KERNEL {
+            let args = request.as_object().and_then(|map| map.values().next());
+            let about = args.and_then(|args| match args {
+                Value::String(id) => Some(id.clone()),
+                Value::Object(map) => map
+                    .get("id")
+                    .or_else(|| map.get("target"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                _ => None,
+            });
+            (name(&request), about)
+        } else {
+            return false;
+        };
+        let (Some(action), Some(about)) = (action, about) else {
+            return false;
+        };
+        let mut st = self.lock();
+        let found = st.faults.iter_mut().find_map(|fault| match fault {
+            Fault::Crash {
+                process,
+                action: a,
+                target: t,
+                nth,
+                halt,
+            } if *nth > 0 && process == source && *a == action && about.starts_with(t.as_str()) => {
+                *nth -= 1;
+                Some((*nth == 0, *halt))
+            }
+            _ => None,
+        });
+        match found {
+            Some((true, halt)) => {
+                if halt {
+                    st.halted.insert(source.to_owned());
+                }
                 true
             }
             _ => false,
@@ -1012,7 +1094,7 @@ impl Kernel {
                 path_prefix,
                 times,
             } => *times > 0 && *a == action && path.starts_with(path_prefix.as_str()),
-            Fault::Kernel { .. } => false,
+            Fault::Kernel { .. } | Fault::Crash { .. } => false,
         });
         match found {
             Some(Fault::Vfs { times, .. }) => {

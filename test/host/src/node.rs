@@ -7,7 +7,8 @@
 //! boot sequence (`kinode/src/kernel/mod.rs`, `kernel`: drop `OnExit::None` processes at shutdown,
 //! re-read each persisted process's wasm from `{home}/vfs/{wasm_bytes_handle}`, fire
 //! `OnExit::Requests`, start everything, then `run`) in [`Node::reboot`], which also re-bootstraps
-//! the bundled packages as every real boot does.
+//! the bundled packages as every real boot does; [`Node::crash_reboot`] boots as after a crash,
+//! keeping `OnExit::None` processes.
 //!
 //! Simplified: bootstrap caps are indexed for `RevokeAll` like caps granted through the kernel.
 
@@ -490,6 +491,18 @@ impl Node {
     /// printout, if the file cannot be read), `OnExit::Requests` are fired, and all are run.
     /// Process state and mailboxes survive.
     pub fn reboot(&self) -> Result<()> {
+        self.boot_again(false)
+    }
+
+    /// Stops every process and boots again as after a crash: the process map as last persisted
+    /// (here all of it: `OnExit::None` processes come back too, as when a later persist wrote
+    /// them), files as left; otherwise as [`Node::reboot`].
+    pub fn crash_reboot(&self) -> Result<()> {
+        self.boot_again(true)
+    }
+
+    /// [`Node::reboot`], keeping `OnExit::None` processes if `keep_transient`.
+    fn boot_again(&self, keep_transient: bool) -> Result<()> {
         {
             let mut st = self.kernel.lock();
             for (pid, handle) in st.handles.drain().collect::<Vec<_>>() {
@@ -502,7 +515,9 @@ impl Node {
                 }
             }
             st.process_map.retain(|_, p| {
-                p.wasm_bytes_handle.is_empty() || !matches!(p.on_exit, OnExit::None)
+                keep_transient
+                    || p.wasm_bytes_handle.is_empty()
+                    || !matches!(p.on_exit, OnExit::None)
             });
         }
         let bundled = self

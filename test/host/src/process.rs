@@ -239,7 +239,10 @@ impl ProcessState {
         Ok((km.source, message))
     }
 
-    /// `send-request`: returns the request's id.
+    /// `send-request`: returns the request's id, or the trap of an injected [`Fault::Crash`]
+    /// (after the request went out).
+    ///
+    /// [`Fault::Crash`]: crate::kernel::Fault::Crash
     pub(crate) fn send_request(
         &mut self,
         fake_source: Option<Address>,
@@ -247,7 +250,14 @@ impl ProcessState {
         mut request: Request,
         context: Option<Vec<u8>>,
         blob: Option<LazyLoadBlob>,
-    ) -> u64 {
+    ) -> anyhow::Result<u64> {
+        let crash = fake_source.is_none()
+            && (target.node == self.metadata.our.node || target.node == "our")
+            && self.kernel.take_crash_fault(
+                &self.pid,
+                &caps::format_process_id(&target.process),
+                &request.body,
+            );
         let source = fake_source.unwrap_or_else(|| self.metadata.our.clone());
         let id = match (&self.prompting_message, request.inherit) {
             (Some(prompt), true) => prompt.id,
@@ -315,7 +325,10 @@ impl ProcessState {
             message: Message::Request(request),
             blob,
         });
-        id
+        if crash {
+            anyhow::bail!("injected crash of {} after it sent a request", self.pid);
+        }
+        Ok(id)
     }
 
     /// `send-response`: answers the prompting message (to its rsvp, else its source).
@@ -372,7 +385,7 @@ impl ProcessState {
                 format_address(&self.metadata.our)
             );
         }
-        let id = self.send_request(fake_source, target, request, None, blob);
+        let id = self.send_request(fake_source, target, request, None, blob)?;
         match self.specific_message(id).await {
             Ok((address, Message::Response(response))) => {
                 Ok(Ok((address, Message::Response(response))))
@@ -420,7 +433,8 @@ fn is_run(km: &KernelMessage, our_node: &str) -> bool {
 }
 
 /// `make_process_loop`: waits for `run`, compiles and instantiates the component, calls `init`,
-/// records how it ended, then carries out the on-exit behaviour.
+/// records how it ended, then carries out the on-exit behaviour (none after a halting
+/// [`crate::Fault::Crash`]).
 pub(crate) async fn make_process_loop(
     kernel: Arc<Kernel>,
     metadata: ProcessMetadata,
@@ -542,6 +556,9 @@ pub(crate) async fn make_process_loop(
             caps::on_exit_name(&metadata.on_exit)
         ),
     );
+    if kernel.lock().halted.remove(&pid) {
+        return;
+    }
     on_exit(&kernel, &pid, metadata, wasm).await;
 }
 

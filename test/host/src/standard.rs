@@ -271,7 +271,7 @@ impl StandardHost for ProcessWasiV1 {
         lazy_load_blob: Option<LazyLoadBlob>,
     ) -> Result<()> {
         self.process
-            .send_request(None, target, request, context, lazy_load_blob);
+            .send_request(None, target, request, context, lazy_load_blob)?;
         Ok(())
     }
 
@@ -281,7 +281,7 @@ impl StandardHost for ProcessWasiV1 {
     ) -> Result<()> {
         for (target, request, context, blob) in requests {
             self.process
-                .send_request(None, target, request, context, blob);
+                .send_request(None, target, request, context, blob)?;
         }
         Ok(())
     }

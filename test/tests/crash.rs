@@ -1,0 +1,278 @@
+//! An install survives the linker's own crash: the linker is killed (as a trap kills it) right
+//! after it sends each install step in turn; the kernel restarts it (`on_exit: Restart`), and it
+//! rolls back the install its journal shows, so the previous version runs with its files intact,
+//! or, for a first install, nothing is left. The same holds when the node shuts down mid-install
+//! and boots again.
+
+use linker_fixtures::expect;
+use linker_test_host::{caps, Fault, ProcessStatus};
+use linker_tests::node::*;
+use serde_json::json;
+
+const LINKER_ID: &str = "linker:linker:sys";
+const APP: &str = "app:app:test.os";
+const DRIVE: &str = "/app:test.os/pkg";
+
+/// Kills the linker right after it sends its first `action` about `target` from now on.
+fn crash(s: &Session, action: &str, target: &str) {
+    s.node.fault(Fault::Crash {
+        process: LINKER_ID.to_owned(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        nth: 1,
+        halt: false,
+    });
+}
+
+/// Sends the `Install` of fixture `name` without awaiting an answer: the linker dies first.
+fn send_install(s: &Session, name: &str, apis: &[&str]) {
+    let f = fixtures();
+    let metadata = String::from_utf8(read(f.metadata(name))).expect("metadata is text");
+    let request = json!({"Install": {
+        "source": "Blob",
+        "metadata": metadata,
+        "apis": s.upload_apis(apis),
+    }});
+    s.tester.send(
+        LINKER,
+        request.to_string(),
+        Some(read(f.package(name))),
+        vec![caps::messaging(LINKER)],
+    );
+}
+
+/// Waits until the linker has died and been restarted (a request sent before would be lost with
+/// its inbox).
+fn linker_restarted(s: &Session) {
+    let exited = format!("process {LINKER_ID} has OnExit behavior Restart");
+    let died = s.node.wait_for_print(
+        |pid, message| pid == "kernel:distro:sys" && message == exited,
+        WAIT,
+    );
+    assert!(died.is_some(), "the linker did not die");
+    let running =
+        s.node
+            .wait_for_status(LINKER_ID, |status| *status == ProcessStatus::Running, WAIT);
+    assert_eq!(running, Some(ProcessStatus::Running), "the linker restarts");
+}
+
+/// Waits until the restarted linker serves requests again (it recovers before serving).
+fn linker_serves(s: &Session) {
+    let (body, _) = s.ask(&s.tester, json!("ListApis"), None, vec![]);
+    ok(&body["ListApis"]);
+}
+
+/// Waits until `app` has printed `line` `times` times.
+fn printed_times(s: &Session, line: &str, times: usize) -> bool {
+    (0..600).any(|_| {
+        if s.printed(APP, line) >= times {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        false
+    })
+}
+
+/// The files of the installed app, by path.
+fn app_files(s: &Session) -> Vec<(String, Option<Vec<u8>>)> {
+    [
+        "app.wasm",
+        "app:test.os.zip",
+        "manifest.json",
+        ".linker",
+        "link.json",
+    ]
+    .iter()
+    .map(|file| {
+        let path = format!("{DRIVE}/{file}");
+        let bytes = s.file(&path);
+        (path, bytes)
+    })
+    .collect()
+}
+
+/// Installs mathlib and app v1, then installs app v2 with the linker killed right after it sends
+/// `action` about `target`; checks that v1 is back, byte for byte, and runs again, and that the
+/// linker then installs v2.
+fn crash_during_update(action: &str, target: &str, journaled: bool) {
+    let s = Session::new();
+    ok(&s.install("mathlib", &[]));
+    ok(&s.install("app", &[]));
+    s.wait_for(APP, &expect::app());
+    let before = app_files(&s);
+    let v1 = sha256(&read(fixtures().package("app")));
+    let v2 = sha256(&read(fixtures().package("app.v2")));
+
+    crash(&s, action, target);
+    send_install(&s, "app.v2", &[]);
+    linker_restarted(&s);
+    if journaled {
+        s.wait_for(
+            LINKER_ID,
+            &format!(
+                "linker: the install of app:test.os (version {v2}) was interrupted; its previous version {v1} runs again"
+            ),
+        );
+        assert!(
+            printed_times(&s, &expect::app(), 2),
+            "{action} {target}: the restored app runs again"
+        );
+    }
+    linker_serves(&s);
+    assert_eq!(app_files(&s), before, "{action} {target}");
+    assert!(s.file(&format!("{DRIVE}/app-v2.wasm")).is_none());
+    assert!(s.file("/linker:sys/backup/app:test.os.zip").is_none());
+    assert!(s.file("/linker:sys/journal/app:test.os.json").is_none());
+
+    // The linker is whole again: the update goes through.
+    let report = s.install("app.v2", &[]);
+    assert_eq!(ok(&report)["replaced"], v1);
+    s.wait_for(APP, &expect::app_v2(false));
+}
+
+#[test]
+fn a_crash_while_writing_the_backup_changes_nothing() {
+    crash_during_update("Write", "/linker:sys/backup/app:test.os.zip", false);
+}
+
+#[test]
+fn a_crash_after_the_journal_is_written_restores_the_previous_version() {
+    crash_during_update("Write", "/linker:sys/journal/app:test.os.json", true);
+}
+
+#[test]
+fn a_crash_after_killing_the_old_processes_restores_the_previous_version() {
+    crash_during_update("KillProcess", APP, true);
+}
+
+#[test]
+fn a_crash_after_removing_the_old_files_restores_the_previous_version() {
+    crash_during_update("RemoveDirAll", DRIVE, true);
+}
+
+#[test]
+fn a_crash_after_adding_the_new_files_restores_the_previous_version() {
+    crash_during_update("AddZip", DRIVE, true);
+}
+
+#[test]
+fn a_crash_after_writing_the_uploaded_zip_restores_the_previous_version() {
+    crash_during_update("Write", &format!("{DRIVE}/app:test.os.zip"), true);
+}
+
+#[test]
+fn a_crash_after_initialising_the_new_process_restores_the_previous_version() {
+    crash_during_update("InitializeProcess", APP, true);
+}
+
+#[test]
+fn a_crash_after_running_the_new_process_restores_the_previous_version() {
+    crash_during_update("RunProcess", APP, true);
+}
+
+#[test]
+fn a_crash_during_a_first_install_leaves_nothing() {
+    let s = Session::new();
+    let v1 = sha256(&read(fixtures().package("app")));
+    crash(&s, "InitializeProcess", APP);
+    send_install(&s, "app", &["mathlib"]);
+    s.wait_for(
+        LINKER_ID,
+        &format!(
+            "linker: the install of app:test.os (version {v1}) was interrupted; no version was installed before, so it is removed"
+        ),
+    );
+    linker_serves(&s);
+    assert!(s.node.list_dir(DRIVE).is_empty());
+    assert!(s.node.process(APP).is_none());
+    assert!(s.file("/linker:sys/journal/app:test.os.json").is_none());
+}
+
+#[test]
+fn a_crash_while_relinking_a_dependent_restores_its_previous_version() {
+    let s = Session::new();
+    ok(&s.install("mathlib", &[]));
+    ok(&s.install("app", &[]));
+    s.wait_for(APP, &expect::app());
+    let before = app_files(&s);
+    let app = sha256(&read(fixtures().package("app")));
+
+    // mathlib v2 installs; the re-link of the app against it dies after its new files are added.
+    crash(&s, "AddZip", DRIVE);
+    send_install(&s, "mathlib.v2", &[]);
+    s.wait_for(
+        LINKER_ID,
+        &format!(
+            "linker: the install of app:test.os (version {app}) was interrupted; its previous version {app} runs again"
+        ),
+    );
+    assert!(printed_times(&s, &expect::app(), 2), "the app runs again");
+    linker_serves(&s);
+    assert_eq!(app_files(&s), before);
+    assert_eq!(
+        s.file("/mathlib:test.os/pkg/mathlib:test.os.zip"),
+        Some(read(fixtures().package("mathlib.v2"))),
+        "the library's new version stays installed"
+    );
+    assert_eq!(s.printed(APP, &expect::app_with_mathlib_v2()), 0);
+}
+
+#[test]
+fn an_install_cut_short_by_a_shutdown_is_rolled_back_at_the_next_boot() {
+    shutdown_during_update("AddZip", DRIVE, false);
+}
+
+#[test]
+fn an_install_cut_short_by_a_node_crash_is_rolled_back_at_the_next_boot() {
+    // The new app is initialised, not run, when the node dies; the boot starts it from its
+    // wasm_bytes_handle as the process map had it, and the linker puts the old one back.
+    shutdown_during_update("InitializeProcess", APP, true);
+}
+
+/// Installs mathlib and app v1, then installs app v2 and stops the node right after the linker
+/// sends `action` about `target`; boots again (as after a crash if `crash`) and checks that v1 is
+/// back, byte for byte, and runs.
+fn shutdown_during_update(action: &str, target: &str, crash: bool) {
+    let s = Session::new();
+    ok(&s.install("mathlib", &[]));
+    ok(&s.install("app", &[]));
+    s.wait_for(APP, &expect::app());
+    let before = app_files(&s);
+    let v1 = sha256(&read(fixtures().package("app")));
+    let v2 = sha256(&read(fixtures().package("app.v2")));
+
+    // The node goes down: the linker just stops.
+    s.node.fault(Fault::Crash {
+        process: LINKER_ID.to_owned(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        nth: 1,
+        halt: true,
+    });
+    send_install(&s, "app.v2", &[]);
+    let stopped = s.node.wait_for_status(
+        LINKER_ID,
+        |status| matches!(status, ProcessStatus::Trapped { .. }),
+        WAIT,
+    );
+    assert!(stopped.is_some(), "the linker stops");
+    // Half replaced, and journaled.
+    assert!(s.file(&format!("{DRIVE}/app-v2.wasm")).is_some());
+    assert!(s.file(&format!("{DRIVE}/app.wasm")).is_none());
+    assert!(s.file("/linker:sys/journal/app:test.os.json").is_some());
+    if crash {
+        s.node.crash_reboot().expect("the node boots again");
+    } else {
+        s.node.reboot().expect("the node reboots");
+    }
+    s.wait_for(
+        LINKER_ID,
+        &format!(
+            "linker: the install of app:test.os (version {v2}) was interrupted; its previous version {v1} runs again"
+        ),
+    );
+    assert!(printed_times(&s, &expect::app(), 2), "the app runs again");
+    linker_serves(&s);
+    assert_eq!(app_files(&s), before);
+    assert!(s.file(&format!("{DRIVE}/app-v2.wasm")).is_none());
+}

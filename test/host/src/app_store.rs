@@ -108,7 +108,8 @@ impl AppStore {
             if caps::parse_process_id(&process).is_none() {
                 bail!("invalid process id \"{process}\"!");
             }
-            self.kernel(json!({ "KillProcess": process }));
+            self.mailbox
+                .kernel_command(&json!({ "KillProcess": process }));
             let wasm = self.read(&wasm_path)?;
             self.await_kernel(
                 json!({"InitializeProcess": {
@@ -136,8 +137,8 @@ impl AppStore {
                     "params": json!({"kind": kind, "drive": drive}).to_string(),
                 }));
             }
-            self.kernel(
-                json!({"GrantCapabilities": {"target": process, "capabilities": requested}}),
+            self.mailbox.kernel_command(
+                &json!({"GrantCapabilities": {"target": process, "capabilities": requested}}),
             );
             self.mailbox.send(
                 &format!("{}@chain:app-store:sys", self.our),
@@ -164,7 +165,7 @@ impl AppStore {
                 if caps::parse_process_id(target).is_none() {
                     continue;
                 }
-                self.kernel(json!({"GrantCapabilities": {
+                self.mailbox.kernel_command(&json!({"GrantCapabilities": {
                     "target": target,
                     "capabilities": [{"issuer": format!("{}@{process}", self.our), "params": params}],
                 }}));
@@ -181,7 +182,8 @@ impl AppStore {
             serde_json::from_slice(&self.read(&format!("{drive}/manifest.json"))?)?;
         for entry in &manifest {
             let name = entry["process_name"].as_str().unwrap_or_default();
-            self.kernel(json!({ "KillProcess": format!("{name}:{package}") }));
+            self.mailbox
+                .kernel_command(&json!({ "KillProcess": format!("{name}:{package}") }));
         }
         self.vfs(&drive, json!("RemoveDirAll"), None)?;
         self.mailbox.send(
@@ -240,40 +242,18 @@ impl AppStore {
         }
     }
 
+    /// A kernel command whose answer must be `expected`.
+    fn await_kernel(&self, command: Value, blob: Option<Vec<u8>>, expected: &str) -> Result<()> {
+        self.mailbox
+            .await_kernel_command(&command, blob, expected, TIMEOUT_SECS)
+    }
+
     /// A whole file.
     fn read(&self, path: &str) -> Result<Vec<u8>> {
         match self.vfs(path, json!("Read"), None)? {
             (Value::String(read), Some(bytes)) if read == "Read" => Ok(bytes),
             (other, _) => bail!("VFS Read {path}: {other}"),
         }
-    }
-
-    /// A kernel command sent without awaiting an answer.
-    fn kernel(&self, command: Value) {
-        self.mailbox.send(
-            &format!("{}@{KERNEL}", self.our),
-            command.to_string(),
-            None,
-            Vec::new(),
-        );
-    }
-
-    /// A kernel command whose answer must be `expected`.
-    fn await_kernel(&self, command: Value, blob: Option<Vec<u8>>, expected: &str) -> Result<()> {
-        let reply = self
-            .mailbox
-            .request(
-                &format!("{}@{KERNEL}", self.our),
-                command.to_string(),
-                blob,
-                Vec::new(),
-                TIMEOUT_SECS,
-            )
-            .map_err(|e| anyhow!("kernel {command}: {e:?}"))?;
-        if reply.json() != json!(expected) {
-            bail!("kernel answered {} to {command}", reply.text());
-        }
-        Ok(())
     }
 }
 

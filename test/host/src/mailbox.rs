@@ -252,6 +252,32 @@ impl Mailbox {
         self.await_response(id, Duration::from_secs(timeout_s))
     }
 
+    /// Sends a kernel command (JSON) to this node's kernel without awaiting an answer, as
+    /// installers fire `KillProcess` and `GrantCapabilities`.
+    pub fn kernel_command(&self, command: &serde_json::Value) {
+        let kernel = format!("{}@{}", self.address.node, caps::KERNEL);
+        self.send(&kernel, command.to_string(), None, Vec::new());
+    }
+
+    /// Sends a kernel command with `blob` and requires the kernel's answer to be the JSON string
+    /// `expected` (e.g. `InitializedProcess`) within `timeout_s` seconds.
+    pub fn await_kernel_command(
+        &self,
+        command: &serde_json::Value,
+        blob: Option<Vec<u8>>,
+        expected: &str,
+        timeout_s: u64,
+    ) -> anyhow::Result<()> {
+        let kernel = format!("{}@{}", self.address.node, caps::KERNEL);
+        let reply = self
+            .request(&kernel, command.to_string(), blob, Vec::new(), timeout_s)
+            .map_err(|e| anyhow::anyhow!("kernel {command}: {e:?}"))?;
+        if reply.json() != serde_json::json!(expected) {
+            anyhow::bail!("kernel answered {} to {command}", reply.text());
+        }
+        Ok(())
+    }
+
     /// Waits up to `timeout` for the response to request `id` (or its `SendError`); nothing within
     /// the time is `Timeout`.
     pub fn await_response(&self, id: u64, timeout: Duration) -> Result<Reply, SendErrorKind> {

@@ -75,7 +75,7 @@ impl Terminal {
         for item in list(entry, "grant_capabilities") {
             let (target, mut cap) = self.capability(item)?;
             cap.issuer = parse_address(&address).ok_or_else(|| anyhow!("bad address {address}"))?;
-            self.kernel(json!({"GrantCapabilities": {
+            self.mailbox.kernel_command(&json!({"GrantCapabilities": {
                 "target": target,
                 "capabilities": [caps::cap_to_json(&cap)],
             }}));
@@ -99,8 +99,18 @@ impl Terminal {
             "initial_capabilities": initial.iter().map(caps::cap_to_json).collect::<Vec<_>>(),
             "public": entry["public"].as_bool().unwrap_or(false),
         }});
-        self.await_kernel(initialize, Some(wasm), "InitializedProcess")?;
-        self.await_kernel(json!({ "RunProcess": pid }), None, "StartedProcess")?;
+        self.mailbox.await_kernel_command(
+            &initialize,
+            Some(wasm),
+            "InitializedProcess",
+            TIMEOUT_SECS,
+        )?;
+        self.mailbox.await_kernel_command(
+            &json!({ "RunProcess": pid }),
+            None,
+            "StartedProcess",
+            TIMEOUT_SECS,
+        )?;
         self.mailbox.send(&address, args, None, Vec::new());
         Ok(pid)
     }
@@ -144,34 +154,6 @@ impl Terminal {
             Some(bytes) if reply.json() == json!("Read") => Ok(bytes),
             _ => bail!("VFS Read {path}: {}", reply.text()),
         }
-    }
-
-    /// Sends a kernel command that has no response.
-    fn kernel(&self, command: Value) {
-        self.mailbox.send(
-            &format!("{}@{KERNEL}", self.our),
-            command.to_string(),
-            None,
-            Vec::new(),
-        );
-    }
-
-    /// Sends a kernel command and requires the response `expected`.
-    fn await_kernel(&self, command: Value, blob: Option<Vec<u8>>, expected: &str) -> Result<()> {
-        let reply = self
-            .mailbox
-            .request(
-                &format!("{}@{KERNEL}", self.our),
-                command.to_string(),
-                blob,
-                Vec::new(),
-                TIMEOUT_SECS,
-            )
-            .map_err(|e| anyhow!("kernel {command}: {e:?}"))?;
-        if reply.json() != json!(expected) {
-            bail!("kernel answered {} to {command}", reply.text());
-        }
-        Ok(())
     }
 }
 

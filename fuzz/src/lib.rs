@@ -41,10 +41,7 @@ pub fn inputs<'a>(frames: &[&'a [u8]]) -> Option<(Input<'a>, Vec<Input<'a>>)> {
         .zip(API_NAMES)
         .map(|(bytes, name)| Input::new(name, bytes))
         .collect();
-    Some((
-        Input::new("app:fuzz.os.zip", package),
-        apis,
-    ))
+    Some((Input::new("app:fuzz.os.zip", package), apis))
 }
 
 /// The oracle of a successful link: the linked zip reads back under the default limits, and

@@ -122,6 +122,15 @@ pub fn id_string(id: &api::PackageId) -> String {
     format!("{}:{}", id.package_name, id.publisher_node)
 }
 
+/// The wit package id of `name:publisher`.
+pub fn package_id(name: &str) -> Option<api::PackageId> {
+    name.split_once(':')
+        .map(|(package_name, publisher_node)| api::PackageId {
+            package_name: package_name.to_owned(),
+            publisher_node: publisher_node.to_owned(),
+        })
+}
+
 impl LinkRequest {
     /// The VFS paths the request names.
     fn source_paths(&self) -> impl Iterator<Item = &str> {

@@ -239,14 +239,30 @@ fn backed_up(
         .map_err(|e| unreadable(e.to_string()))?
         .files;
     let processes = processes(package, &files).map_err(|error| unreadable(format!("{error:?}")))?;
-    Ok(Version {
+    Ok(installed_version(
+        zip,
+        processes,
+        previous.wit_version,
+        previous.hash.clone(),
+    ))
+}
+
+/// A version as it was installed, to be applied again: its files as one zip, nothing written
+/// beside them, its API already extracted among them.
+fn installed_version(
+    zip: Vec<u8>,
+    processes: Vec<(PackageManifestEntry, Vec<u8>)>,
+    wit_version: Option<u32>,
+    hash: String,
+) -> Version {
+    Version {
         zip,
         writes: Vec::new(),
         api: None,
         processes,
-        wit_version: previous.wit_version,
-        hash: previous.hash.clone(),
-    })
+        wit_version,
+        hash,
+    }
 }
 
 /// Puts the previous version back, or removes what the failed install wrote.
@@ -493,18 +509,12 @@ fn snapshot(package: &str) -> Result<Option<Version>, StepFailure> {
         step: format!("Read {drive}/manifest.json"),
         reason: format!("{error:?}"),
     })?;
-    Ok(Some(Version {
-        zip: Archive {
-            name: package.to_owned(),
-            files,
-        }
-        .write(Compression::Stored),
-        writes: Vec::new(),
-        api: None,
-        processes,
-        wit_version,
-        hash,
-    }))
+    let zip = Archive {
+        name: package.to_owned(),
+        files,
+    }
+    .write(Compression::Stored);
+    Ok(Some(installed_version(zip, processes, wit_version, hash)))
 }
 
 fn read_tree(

@@ -315,22 +315,17 @@ fn relink_one(our: &Address, package: &str) -> Result<api::InstallReport, Linker
     let record = store::record(package)
         .map_err(LinkerError::Unreadable)?
         .ok_or_else(|| LinkerError::NotLinked(package.to_owned()))?;
-    let id = |name: &str| {
-        name.split_once(':')
-            .map(|(package_name, publisher_node)| api::PackageId {
-                package_name: package_name.to_owned(),
-                publisher_node: publisher_node.to_owned(),
-            })
-    };
     let request = LinkRequest {
-        source: api::PackageSource::Installed(id(package).ok_or(LinkerError::NoPackageId)?),
+        source: api::PackageSource::Installed(
+            inputs::package_id(package).ok_or(LinkerError::NoPackageId)?,
+        ),
         metadata: record.metadata.clone(),
         apis: record
             .given
             .clone()
             .unwrap_or_else(|| record.apis.iter().map(|(name, _)| name.clone()).collect())
             .iter()
-            .filter_map(|name| id(name))
+            .filter_map(|name| inputs::package_id(name))
             .map(api::ApiSource::Installed)
             .collect(),
     };

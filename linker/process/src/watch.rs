@@ -29,7 +29,7 @@
 use kinode_process_lib::{println, Address, Request};
 
 use crate::api::{self, LinkRequest, LinkerError, PackageSource};
-use crate::inputs::Caller;
+use crate::inputs::{self, Caller};
 use crate::node;
 use crate::service;
 use crate::store::{self, Status, Trigger};
@@ -285,13 +285,7 @@ fn link_and_install(
     package: &str,
     batch: &[String],
 ) -> Result<Handled, LinkerError> {
-    let id = package
-        .split_once(':')
-        .map(|(package_name, publisher_node)| api::PackageId {
-            package_name: package_name.to_owned(),
-            publisher_node: publisher_node.to_owned(),
-        })
-        .ok_or(LinkerError::NoPackageId)?;
+    let id = inputs::package_id(package).ok_or(LinkerError::NoPackageId)?;
     let request = LinkRequest {
         source: PackageSource::Installed(id),
         metadata: None,

@@ -67,6 +67,16 @@ pub fn component_section(component: &[u8]) -> Result<Vec<u8>> {
 
 /// Replaces one file of a zip (`path`, which must exist), keeping the others.
 pub fn replace_in_zip(zip: &[u8], path: &str, contents: &[u8]) -> Result<Vec<u8>> {
+    rewrite_zip(zip, path, contents, true)
+}
+
+/// Adds a file to a zip (or replaces it), keeping the others: a package built with one more file
+/// in its `pkg/`.
+pub fn add_to_zip(zip: &[u8], path: &str, contents: &[u8]) -> Result<Vec<u8>> {
+    rewrite_zip(zip, path, contents, false)
+}
+
+fn rewrite_zip(zip: &[u8], path: &str, contents: &[u8], must_exist: bool) -> Result<Vec<u8>> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))?;
     let mut files = Vec::new();
     let mut found = false;
@@ -85,7 +95,10 @@ pub fn replace_in_zip(zip: &[u8], path: &str, contents: &[u8]) -> Result<Vec<u8>
         files.push((name, bytes));
     }
     if !found {
-        bail!("the zip has no `{path}`");
+        if must_exist {
+            bail!("the zip has no `{path}`");
+        }
+        files.push((path.to_owned(), contents.to_vec()));
     }
     let files: Vec<(&str, &[u8])> = files
         .iter()

@@ -138,6 +138,8 @@ pub fn variant(error: &linker_core::LinkError) -> String {
         LinkError::Archive(inner) => format!("Archive::{}", head(&format!("{inner:?}"))),
         LinkError::Package(inner) => format!("Package::{}", head(&format!("{inner:?}"))),
         LinkError::Inspect(inner) => format!("Inspect::{}", head(&format!("{inner:?}"))),
+        LinkError::Bounds(inner) => format!("Bounds::{}", head(&format!("{inner:?}"))),
+        LinkError::Guard(inner) => format!("Guard::{}", head(&format!("{inner:?}"))),
         LinkError::Compose(inner) => format!("Compose::{}", head(&format!("{inner:?}"))),
         LinkError::Verify(inner) => format!("Verify::{}", head(&format!("{inner:?}"))),
     }

@@ -10,6 +10,7 @@ use thiserror::Error;
 use wac_graph::types::Package;
 use wac_graph::{CompositionGraph, EncodeOptions, NodeId, Processor};
 
+use crate::abilities;
 use crate::inspect::{self, InspectError, Unit, World};
 use crate::resolve::Catalog;
 use crate::resolve::{Arg, Plan};
@@ -41,10 +42,11 @@ pub(crate) fn compose(
     component: &str,
     root: &Unit,
     plan: &Plan,
+    guards: &[Option<Vec<u8>>],
     catalog: &Catalog<'_>,
     world: World,
 ) -> Result<Vec<u8>, LinkError> {
-    let bytes = encode(component, root, plan, catalog)?;
+    let bytes = encode(component, root, plan, guards, catalog)?;
     let Err(reason) = inspect::validate(&bytes, world) else {
         return Ok(bytes);
     };
@@ -69,11 +71,13 @@ pub(crate) fn compose(
     .into())
 }
 
-/// Builds and encodes the composition graph, unvalidated.
+/// Builds and encodes the composition graph, unvalidated. A library with a guard gets the
+/// guard's `standard` in place of the runtime's.
 fn encode(
     component: &str,
     root: &Unit,
     plan: &Plan,
+    guards: &[Option<Vec<u8>>],
     catalog: &Catalog<'_>,
 ) -> Result<Vec<u8>, ComposeError> {
     let fail = |reason: String| ComposeError::Graph {
@@ -91,13 +95,13 @@ fn encode(
 
     let mut instances: Vec<NodeId> = Vec::with_capacity(plan.instances.len());
     for (index, planned) in plan.instances.iter().enumerate() {
-        let package = register(
-            &mut graph,
-            format!("lib{index}"),
-            catalog.provider(planned.provider),
-        )?;
+        let library = catalog.provider(planned.provider);
+        let package = register(&mut graph, format!("lib{index}"), library)?;
         let instance = graph.instantiate(package);
         connect(&mut graph, instance, &planned.args, &instances).map_err(&fail)?;
+        if let Some(guard) = guards.get(index).and_then(Option::as_deref) {
+            guard_library(&mut graph, instance, index, guard, library).map_err(&fail)?;
+        }
         instances.push(instance);
     }
     let package = register(&mut graph, "root".to_owned(), root)?;
@@ -129,6 +133,50 @@ fn encode(
     graph
         .encode(options)
         .map_err(|error| fail(format!("{error:#}")))
+}
+
+/// Instantiates a configured guard and feeds its `standard` export to the library `instance`
+/// in place of the runtime's.
+fn guard_library(
+    graph: &mut CompositionGraph,
+    instance: NodeId,
+    index: usize,
+    guard: &[u8],
+    library: &Unit,
+) -> Result<(), String> {
+    let package = Package::from_bytes(&format!("guard{index}"), None, guard, graph.types_mut())
+        .map_err(|error| format!("the guard for {}: {error:#}", library.origin))?;
+    let package = graph
+        .register_package(package)
+        .map_err(|error| error.to_string())?;
+    let guard = graph.instantiate(package);
+    let exports: Vec<String> = graph.types()[graph[package].ty()]
+        .exports
+        .keys()
+        .filter(|name| abilities::is_standard(name))
+        .cloned()
+        .collect();
+    let [export] = exports.as_slice() else {
+        return Err("the guard component exports no `standard`".to_owned());
+    };
+    let alias = graph
+        .alias_instance_export(guard, export)
+        .map_err(|error| error.to_string())?;
+    let standard = library_standard(graph, instance)
+        .ok_or_else(|| format!("{} imports no `standard` to guard", library.origin))?;
+    graph
+        .set_instantiation_argument(instance, &standard, alias)
+        .map_err(|error| format!("guarding {}: {error:#}", library.origin))
+}
+
+/// The name under which the library `instance` imports `standard`.
+fn library_standard(graph: &CompositionGraph, instance: NodeId) -> Option<String> {
+    let package = graph[instance].package()?;
+    graph.types()[graph[package].ty()]
+        .imports
+        .keys()
+        .find(|name| abilities::is_standard(name))
+        .cloned()
 }
 
 /// Feeds each argument's library export into `instance`.

@@ -7,7 +7,10 @@
 //! ([`compose`]), verify the result against the Kinode runtime ([`verify`]) and pack the linked
 //! package with its `link.json` ([`package`], [`report`]).
 
+pub mod abilities;
 pub mod archive;
+mod audit;
+pub mod bounds;
 pub mod compose;
 pub mod inspect;
 pub mod package;
@@ -19,15 +22,20 @@ use thiserror::Error;
 use wac_graph::types::Types;
 use wasmparser::Parser;
 
+pub use abilities::Ability;
 pub use archive::{ArchiveError, Compression, Limits};
+pub use bounds::{Bound, BoundsError, Forbidden};
 pub use compose::ComposeError;
 pub use inspect::{InspectError, Origin, World};
+pub use linker_guard::GuardError;
 pub use package::{CopiedFile, PackageError};
-pub use report::{ComponentReport, Digest, LinkReport, Role, Source};
+pub use report::{ComponentReport, Digest, LibraryReport, LinkReport, Role, Source};
 pub use resolve::{ImportReport, Outcome, ResolveError};
 pub use verify::VerifyError;
 
 use crate::archive::Archive;
+use crate::audit::Audit;
+use crate::bounds::Bounds;
 use crate::inspect::{sha256_hex, Unit};
 use crate::package::PackageFiles;
 use crate::resolve::{Catalog, Resolution};
@@ -87,6 +95,12 @@ pub enum LinkError {
         /// Every problem found, in component and import order.
         problems: Vec<ResolveError>,
     },
+    /// The package's `library-bounds.json` is unusable, or forbids what a library imports.
+    #[error(transparent)]
+    Bounds(#[from] BoundsError),
+    /// A bound does not fit the guard that would enforce it.
+    #[error(transparent)]
+    Guard(#[from] GuardError),
     /// The composition engine failed.
     #[error(transparent)]
     Compose(#[from] ComposeError),
@@ -140,9 +154,41 @@ pub fn link(
         session.attribute(&mut resolution.reports);
     }
     let catalog = Catalog::new(&session.providers, &session.types);
+    let audits = session
+        .components
+        .iter()
+        .zip(&resolutions)
+        .map(|((path, unit), resolution)| {
+            audit::audit(
+                path,
+                unit,
+                &resolution.plan,
+                &catalog,
+                &session.types,
+                &session.bounds,
+                true,
+            )
+        })
+        .collect::<Result<Vec<Audit>, _>>()?;
+    session.bounds.check_used(
+        package.name,
+        audits
+            .iter()
+            .flat_map(|audit| &audit.libraries)
+            .map(|library| library.library.archive.as_str()),
+    )?;
+    let forbidden: Vec<Forbidden> = audits
+        .iter()
+        .flat_map(|audit| audit.forbidden.iter().cloned())
+        .collect();
+    if !forbidden.is_empty() {
+        return Err(BoundsError::Forbidden { forbidden }.into());
+    }
     let archive = &mut session.files.archive;
     let mut components = Vec::with_capacity(session.components.len());
-    for ((path, unit), resolution) in session.components.iter().zip(resolutions) {
+    for (((path, unit), resolution), audit) in
+        session.components.iter().zip(resolutions).zip(audits)
+    {
         let role = session
             .files
             .roles
@@ -163,6 +209,7 @@ pub fn link(
                 path,
                 unit,
                 &resolution.plan,
+                &audit.guards,
                 &catalog,
                 options.world,
             )?)
@@ -175,6 +222,7 @@ pub fn link(
             sha256: unit.sha256.clone(),
             linked_sha256: linked.as_deref().map(sha256_hex),
             imports: resolution.reports,
+            libraries: audit.libraries,
         });
         if let Some(bytes) = linked {
             archive.files.insert(path.clone(), bytes);
@@ -236,12 +284,22 @@ pub fn explain(
             validate_unit(catalog.provider(planned.provider), options.world)?;
         }
         session.attribute(&mut resolution.reports);
+        let audit = audit::audit(
+            path,
+            unit,
+            &resolution.plan,
+            &catalog,
+            &session.types,
+            &session.bounds,
+            false,
+        )?;
         components.push(ComponentReport {
             path: path.clone(),
             role: session.role(path),
             sha256: unit.sha256.clone(),
             linked_sha256: None,
             imports: resolution.reports,
+            libraries: audit.libraries,
         });
     }
     Ok(Explanation {
@@ -276,6 +334,15 @@ pub fn compose(
     if options.world == World::Kinode {
         verify::check_init(root.name, &unit, &types)?;
     }
+    let audit = audit::audit(
+        root.name,
+        &unit,
+        &resolution.plan,
+        &catalog,
+        &types,
+        &Bounds::default(),
+        false,
+    )?;
     let linked = if resolution.is_empty() {
         validate_unit(&unit, options.world)?;
         None
@@ -284,6 +351,7 @@ pub fn compose(
             root.name,
             &unit,
             &resolution.plan,
+            &audit.guards,
             &catalog,
             options.world,
         )?)
@@ -299,6 +367,7 @@ pub fn compose(
             sha256,
             linked_sha256,
             imports: resolution.reports,
+            libraries: audit.libraries,
         },
         bytes,
     })
@@ -364,6 +433,7 @@ pub fn describe_api(api: Input<'_>, options: &Options) -> Result<ApiDescription,
 /// Everything read and decoded for one package link.
 struct Session {
     files: PackageFiles,
+    bounds: Bounds,
     types: Types,
     providers: Vec<Unit>,
     components: Vec<(String, Unit)>,
@@ -380,6 +450,7 @@ impl Session {
         options: &Options,
     ) -> Result<Session, LinkError> {
         let mut files = PackageFiles::read(package.name, package.bytes, &options.limits)?;
+        let bounds = Bounds::read(package.name, &files.archive)?;
         let mut types = Types::default();
         let mut providers = Vec::new();
         if let Some(own) = &files.own_api {
@@ -407,6 +478,7 @@ impl Session {
         }
         Ok(Session {
             files,
+            bounds,
             types,
             providers,
             components,

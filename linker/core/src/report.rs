@@ -4,6 +4,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::abilities::{describe, Ability};
+use crate::bounds::Bound;
+use crate::inspect::Origin;
 use crate::package::CopiedFile;
 use crate::resolve::{ImportReport, Outcome};
 
@@ -82,6 +85,66 @@ pub struct ComponentReport {
     pub linked_sha256: Option<String>,
     /// Its library imports and those of the libraries linked into it, in resolution order.
     pub imports: Vec<ImportReport>,
+    /// Every library linked into it, in instantiation order: what each can do, and its bounds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub libraries: Vec<LibraryReport>,
+}
+
+/// One library linked into a component: what its imports let it do as the component, and how
+/// the package's `library-bounds.json` bounds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LibraryReport {
+    /// The library component.
+    pub library: Origin,
+    /// Who imports it: the component itself, or libraries that bring it in (nested).
+    pub imported_by: Vec<Origin>,
+    /// What it can do, from its imports.
+    pub abilities: Vec<Ability>,
+    /// The package's bound on it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<Bound>,
+    /// Whether a guard enforces the bound's `send-to` while the process runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guarded: bool,
+    /// Imports the bound forbids (only [`crate::explain`] reports them: linking fails).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forbidden: Vec<String>,
+}
+
+impl LibraryReport {
+    /// What it can do, as a phrase: `spawn processes, send requests and responses`.
+    pub fn can(&self) -> String {
+        describe(&self.abilities)
+    }
+}
+
+impl fmt::Display for LibraryReport {
+    /// `mathlib-api.wasm (mathlib:test.os) can: print to the terminal`, then its bound.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}) can: {}",
+            self.library.path,
+            self.library.archive,
+            self.can()
+        )?;
+        if let Some(bound) = &self.bound {
+            if let Some(may) = &bound.may {
+                let names: Vec<&str> = may.iter().map(|ability| ability.name()).collect();
+                write!(f, "; bounded to: {}", names.join(", "))?;
+            }
+            if let Some(targets) = &bound.send_to {
+                write!(f, "; requests only to: {}", targets.join(", "))?;
+            }
+            if self.guarded {
+                write!(f, " (guarded)")?;
+            }
+        }
+        if !self.forbidden.is_empty() {
+            write!(f, "; forbidden: {}", self.forbidden.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 /// The record of one link: written into the linked package as `link.json`.
@@ -136,20 +199,51 @@ impl fmt::Display for ComponentReport {
 }
 
 impl fmt::Display for LinkReport {
-    /// One line per component, then one per file copied from an API archive.
+    /// One line per component, each followed by what its libraries can do (nested libraries
+    /// indented under the library that brings them), then one line per file copied from an API.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let lines = self.components.iter().map(ToString::to_string).chain(
+        let mut lines = Vec::new();
+        for component in &self.components {
+            lines.push(component.to_string());
+            component.library_lines(&mut lines);
+        }
+        lines.extend(
             self.copied
                 .iter()
                 .map(|copied| format!("{}: copied from {}", copied.path, copied.from)),
         );
-        for (index, line) in lines.enumerate() {
-            if index > 0 {
-                writeln!(f)?;
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl ComponentReport {
+    /// Appends one line per library, depth first from the component, each library once.
+    pub fn library_lines(&self, lines: &mut Vec<String>) {
+        let mut shown = Vec::new();
+        for library in &self.libraries {
+            if library.imported_by.iter().any(|by| by.path == self.path) {
+                self.library_tree(library, 1, &mut shown, lines);
             }
-            write!(f, "{line}")?;
         }
-        Ok(())
+    }
+
+    fn library_tree<'a>(
+        &'a self,
+        library: &'a LibraryReport,
+        depth: usize,
+        shown: &mut Vec<&'a Origin>,
+        lines: &mut Vec<String>,
+    ) {
+        if shown.contains(&&library.library) {
+            return;
+        }
+        shown.push(&library.library);
+        lines.push(format!("{}{library}", "  ".repeat(depth)));
+        for nested in &self.libraries {
+            if nested.imported_by.contains(&library.library) {
+                self.library_tree(nested, depth + 1, shown, lines);
+            }
+        }
     }
 }
 

@@ -97,7 +97,50 @@ impl From<&core::ComponentReport> for api::ComponentReport {
                     outcome: (&import.outcome).into(),
                 })
                 .collect(),
+            libraries: report.libraries.iter().map(library).collect(),
         }
+    }
+}
+
+/// The API's name for an ability.
+fn ability(ability: core::Ability) -> api::Ability {
+    use core::Ability as A;
+    match ability {
+        A::SendRequests => api::Ability::SendRequests,
+        A::SendResponses => api::Ability::SendResponses,
+        A::Receive => api::Ability::Receive,
+        A::Spawn => api::Ability::Spawn,
+        A::ReadCapabilities => api::Ability::ReadCapabilities,
+        A::ChangeCapabilities => api::Ability::ChangeCapabilities,
+        A::State => api::Ability::State,
+        A::Blobs => api::Ability::Blobs,
+        A::Print => api::Ability::Print,
+        A::OnExit => api::Ability::OnExit,
+        A::Files => api::Ability::Files,
+        A::Clocks => api::Ability::Clocks,
+        A::Random => api::Ability::Random,
+        A::Environment => api::Ability::Environment,
+        A::Sockets => api::Ability::Sockets,
+        A::Streams => api::Ability::Streams,
+    }
+}
+
+fn abilities<'a>(list: impl IntoIterator<Item = &'a core::Ability>) -> Vec<api::Ability> {
+    list.into_iter().copied().map(ability).collect()
+}
+
+fn library(report: &core::LibraryReport) -> api::LibraryReport {
+    api::LibraryReport {
+        library: (&report.library).into(),
+        imported_by: origins(&report.imported_by),
+        abilities: abilities(&report.abilities),
+        can: report.can(),
+        bound: report.bound.as_ref().map(|bound| api::LibraryBound {
+            may: bound.may.as_ref().map(abilities),
+            send_to: bound.send_to.clone(),
+        }),
+        guarded: report.guarded,
+        forbidden: report.forbidden.clone(),
     }
 }
 
@@ -183,6 +226,39 @@ impl From<&core::LinkError> for api::LinkerError {
             }
             core::LinkError::Unresolved { problems } => {
                 api::LinkerError::Unresolved(problems.iter().map(unresolved).collect())
+            }
+            core::LinkError::Bounds(core::BoundsError::Forbidden { forbidden }) => {
+                api::LinkerError::Forbidden(
+                    forbidden
+                        .iter()
+                        .map(|forbidden| api::ForbiddenImport {
+                            component: forbidden.component.clone(),
+                            library: (&forbidden.library).into(),
+                            imports: forbidden.imports.clone(),
+                            ability: ability(forbidden.ability),
+                            may: abilities(&forbidden.may),
+                            message: forbidden.to_string(),
+                        })
+                        .collect(),
+                )
+            }
+            core::LinkError::Bounds(e) => {
+                let (kind, package) = match e {
+                    core::BoundsError::Invalid { package, .. } => ("invalid", package.as_str()),
+                    core::BoundsError::BadTarget { package, .. } => {
+                        ("bad-target", package.as_str())
+                    }
+                    core::BoundsError::Unused { package, .. } => ("unused", package.as_str()),
+                    core::BoundsError::Forbidden { .. } => ("forbidden", ""),
+                };
+                api::LinkerError::Bounds(problem(kind, package, e))
+            }
+            core::LinkError::Guard(e) => {
+                let (kind, library) = match e {
+                    core::GuardError::TooLarge { library, .. } => ("too-large", library),
+                    core::GuardError::BadName { name } => ("bad-name", name),
+                };
+                api::LinkerError::Bounds(problem(kind, library, e))
             }
             core::LinkError::Compose(e) => {
                 let component = match e {

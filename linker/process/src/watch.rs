@@ -419,8 +419,14 @@ pub fn summary(error: &LinkerError) -> String {
         LinkerError::Archive(problem)
         | LinkerError::Package(problem)
         | LinkerError::Component(problem)
+        | LinkerError::Bounds(problem)
         | LinkerError::Compose(problem)
         | LinkerError::Verify(problem) => problem.message.clone(),
+        LinkerError::Forbidden(imports) => imports
+            .iter()
+            .map(|forbidden| forbidden.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
         other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
     }
 }

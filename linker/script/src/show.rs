@@ -2,9 +2,9 @@
 //! (what is wrong, then what to do). Hashes are shown by their first 12 hex digits.
 
 use crate::api::{
-    ApiInfo, ComponentReport, CopiedFile, Dependent, Explanation, ImportReport, InstallReport,
-    LinkReport, LinkTrigger, LinkerError, Origin, Outcome, PackageInfo, PackageStatus,
-    PreviousVersion, Provenance, RelinkOutcome, Role, UnresolvedImport,
+    Ability, ApiInfo, ComponentReport, CopiedFile, Dependent, Explanation, ImportReport,
+    InstallReport, LibraryReport, LinkReport, LinkTrigger, LinkerError, Origin, Outcome,
+    PackageInfo, PackageStatus, PreviousVersion, Provenance, RelinkOutcome, Role, UnresolvedImport,
 };
 
 /// How many hex digits of a hash are shown.
@@ -252,6 +252,22 @@ pub fn linker_error(error: &LinkerError) -> String {
             trim(&problem.message)
         ),
         LinkerError::Unresolved(imports) => unresolved(imports),
+        LinkerError::Bounds(problem) => format!(
+            "{}'s library-bounds.json cannot be used ({}): {}",
+            problem.subject,
+            problem.kind,
+            trim(&problem.message)
+        ),
+        LinkerError::Forbidden(imports) => {
+            let lines: Vec<&str> = imports
+                .iter()
+                .map(|forbidden| trim(&forbidden.message))
+                .collect();
+            format!(
+                "the package's library-bounds.json forbids what its libraries import:\n  {}",
+                lines.join("\n  ")
+            )
+        }
         LinkerError::Compose(problem) => format!(
             "composing {} failed ({}): {}",
             problem.subject,
@@ -330,6 +346,9 @@ fn components(components: &[ComponentReport], copied: &[CopiedFile]) -> Vec<Stri
         }
     }
     let mut lines = table(&rows, "  ");
+    for component in components {
+        lines.extend(libraries(component));
+    }
     if !idle.is_empty() {
         lines.push(format!("  nothing to link in {}", idle.join(", ")));
     }
@@ -339,6 +358,106 @@ fn components(components: &[ComponentReport], copied: &[CopiedFile]) -> Vec<Stri
             .map(|file| format!("  copied {} from {}", file.path, file.from)),
     );
     lines
+}
+
+/// What each library linked into `component` can do, nested libraries under the library that
+/// brings them in: `    courier-api.wasm (courier:test.os) can: send requests, spawn processes`.
+fn libraries(component: &ComponentReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    if component.libraries.is_empty() {
+        return lines;
+    }
+    lines.push(format!(
+        "  what the libraries in {} can do:",
+        component.path
+    ));
+    let mut shown = Vec::new();
+    let top: Vec<&LibraryReport> = component
+        .libraries
+        .iter()
+        .filter(|library| {
+            library
+                .imported_by
+                .iter()
+                .any(|importer| importer.path == component.path)
+        })
+        .collect();
+    for library in top {
+        library_lines(component, library, 2, &mut shown, &mut lines);
+    }
+    lines
+}
+
+fn library_lines<'a>(
+    component: &'a ComponentReport,
+    library: &'a LibraryReport,
+    depth: usize,
+    shown: &mut Vec<&'a Origin>,
+    lines: &mut Vec<String>,
+) {
+    if shown.contains(&&library.library) {
+        return;
+    }
+    shown.push(&library.library);
+    let indent = "  ".repeat(depth);
+    lines.push(format!(
+        "{indent}{} ({}) can: {}",
+        library.library.path, library.library.archive, library.can
+    ));
+    if let Some(bound) = &library.bound {
+        let mut limits = Vec::new();
+        if let Some(may) = &bound.may {
+            let names: Vec<&str> = may.iter().copied().map(ability_name).collect();
+            limits.push(format!("may only: {}", names.join(", ")));
+        }
+        if let Some(targets) = &bound.send_to {
+            let guard = if library.guarded {
+                ", enforced by a guard"
+            } else {
+                ""
+            };
+            limits.push(format!("requests only to: {}{guard}", targets.join(", ")));
+        }
+        lines.push(format!(
+            "{indent}  bounded by library-bounds.json: {}",
+            limits.join("; ")
+        ));
+    }
+    if !library.forbidden.is_empty() {
+        lines.push(format!(
+            "{indent}  forbidden by library-bounds.json: {}",
+            library.forbidden.join(", ")
+        ));
+    }
+    for nested in component
+        .libraries
+        .iter()
+        .filter(|nested| nested.imported_by.contains(&library.library))
+    {
+        library_lines(component, nested, depth + 1, shown, lines);
+    }
+}
+
+/// An ability's name in `library-bounds.json`.
+fn ability_name(ability: Ability) -> &'static str {
+    match ability {
+        Ability::SendRequests => "send-requests",
+        Ability::SendResponses => "send-responses",
+        Ability::Receive => "receive",
+        Ability::Spawn => "spawn",
+        Ability::ReadCapabilities => "read-capabilities",
+        Ability::ChangeCapabilities => "change-capabilities",
+        Ability::State => "state",
+        Ability::Blobs => "blobs",
+        Ability::Print => "print",
+        Ability::OnExit => "on-exit",
+        Ability::Files => "files",
+        Ability::Clocks => "clocks",
+        Ability::Random => "random",
+        Ability::Environment => "environment",
+        Ability::Sockets => "sockets",
+        Ability::Streams => "streams",
+    }
 }
 
 fn role(role: &Role) -> String {

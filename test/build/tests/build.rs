@@ -175,6 +175,7 @@ fn builds_every_fixture() {
             "badmath",
             "bigapp",
             "chain",
+            "courier",
             "duo",
             "echo",
             "mathlib",
@@ -182,6 +183,7 @@ fn builds_every_fixture() {
             "mathlib.v3",
             "probe",
             "selfish",
+            "sender",
             "textlib"
         ]
     );

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use linker_fixtures::{expect, linker_package};
 use linker_test_host::{caps, Mailbox, Node, Terminal};
+use linker_tests::damage::add_to_zip;
 use linker_tests::node::{fixtures, read, sha256, LINKER, MATHLIB, NODE, TESTER};
 use serde_json::{json, Value};
 
@@ -118,8 +119,58 @@ fn app_linked_rows(how: &str) -> String {
     format!(
         "  app.wasm (process app)  {MATHLIB}  <- mathlib:test.os/mathlib-api.wasm ({how})\n  \
          calc.wasm (script)      {MATHLIB}  <- mathlib:test.os/mathlib-api.wasm ({how})\n  \
+         what the libraries in app.wasm can do:\n    \
+         mathlib-api.wasm (mathlib:test.os) can: {MATHLIB_CAN}\n  \
+         what the libraries in calc.wasm can do:\n    \
+         mathlib-api.wasm (mathlib:test.os) can: {MATHLIB_CAN}\n  \
          copied mathlib-worker.wasm from mathlib:test.os"
     )
+}
+
+/// What mathlib's library can do: kit builds it for wasm32-wasip1, whose adapter imports WASI.
+const MATHLIB_CAN: &str =
+    "use files, read clocks, read its environment and use standard I/O, use I/O streams";
+
+#[test]
+fn link_shows_what_each_library_can_do_and_how_the_package_bounds_it() {
+    let s = Session::new();
+    let api = s.upload_api("courier");
+    let upload = |bounds: Value| {
+        let zip = add_to_zip(
+            &read(fixtures().package("sender")),
+            "library-bounds.json",
+            bounds.to_string().as_bytes(),
+        )
+        .expect("the zip takes a file");
+        let path = format!("{UPLOADS}/sender:test.os.zip");
+        s.node
+            .write_file(&path, &zip)
+            .expect("writing into the tester's drive");
+        path
+    };
+    let package =
+        upload(json!({"libraries": {"courier:test.os": {"send-to": ["library-package"]}}}));
+    let output = s.run("link:linker:sys", &format!("{package} --api {api}"));
+    let expected = [
+        "  what the libraries in sender.wasm can do:",
+        "    courier-api.wasm (courier:test.os) can: send requests, spawn processes, use files, read \
+         clocks, get random numbers, read its environment and use standard I/O, use I/O streams",
+        "      bounded by library-bounds.json: requests only to: library-package, enforced by a guard",
+    ]
+    .join("\n");
+    assert!(output.contains(&expected), "{output}");
+
+    let package = upload(
+        json!({"libraries": {"courier:test.os": {"may": ["send-requests", "files", "clocks", "random", "environment", "streams"]}}}),
+    );
+    let output = s.run("link:linker:sys", &format!("{package} --api {api}"));
+    assert_eq!(
+        output,
+        "link: the package's library-bounds.json forbids what its libraries import: linking \
+         `sender.wasm`: `courier-api.wasm` in `courier:test.os` imports `spawn`, which would let it \
+         spawn processes; library-bounds.json lets `courier:test.os` only send requests, use files, \
+         read clocks, get random numbers, read its environment and use standard I/O, use I/O streams"
+    );
 }
 
 #[test]

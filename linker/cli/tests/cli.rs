@@ -64,7 +64,7 @@ fn link_succeeds_and_reports_each_import() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         stdout,
-        "app.wasm: acme:math/math@1.0.0 <- math-api.wasm (math:test.os)\nwrote out.zip (1 of 1 components linked)\n"
+        "app.wasm: acme:math/math@1.0.0 <- math-api.wasm (math:test.os)\n  math-api.wasm (math:test.os) can: nothing beyond computing\nwrote out.zip (1 of 1 components linked)\n"
     );
     assert!(dir.path().join("out.zip").exists());
 }

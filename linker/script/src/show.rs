@@ -264,8 +264,8 @@ pub fn linker_error(error: &LinkerError) -> String {
                 .map(|forbidden| trim(&forbidden.message))
                 .collect();
             format!(
-                "the package's library-bounds.json forbids what its libraries import:\n  {}",
-                lines.join("\n  ")
+                "the package's library-bounds.json forbids what its libraries import: {}",
+                lines.join("; and ")
             )
         }
         LinkerError::Compose(problem) => format!(

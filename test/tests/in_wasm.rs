@@ -3,38 +3,23 @@
 
 use linker_core::{Input, Options};
 use linker_test_host::run_wasi_command;
+use linker_tests::damage::add_to_zip;
 
-#[test]
-fn wasm_build_links_byte_identically_to_native() {
-    let fixtures = linker_fixtures::build().expect("fixtures");
+/// Links `package` against `apis` (file name, bytes) with the wasm build of `kinode-link` and
+/// natively, and checks the two outputs are the same bytes.
+fn links_identically(package: (&str, &[u8]), apis: &[(&str, Vec<u8>)]) {
     let module = std::fs::read(linker_tests::cli_wasm().expect("kinode-link for wasm32-wasip1"))
         .expect("read the module");
     let dir = tempfile::tempdir().expect("tempdir");
-    for dep in ["mathlib", "textlib"] {
-        std::fs::copy(
-            fixtures.api(dep),
-            dir.path().join(format!("{dep}:test.os-api.zip")),
-        )
-        .expect("copy api");
+    std::fs::write(dir.path().join(package.0), package.1).expect("write package");
+    let mut args = vec!["link".to_owned(), format!("/work/{}", package.0)];
+    for (file, bytes) in apis {
+        std::fs::write(dir.path().join(file), bytes).expect("write api");
+        args.extend(["--api".to_owned(), format!("/work/{file}")]);
     }
-    std::fs::copy(fixtures.package("duo"), dir.path().join("duo:test.os.zip"))
-        .expect("copy package");
-
-    let output = run_wasi_command(
-        &module,
-        &[
-            "link",
-            "/work/duo:test.os.zip",
-            "--api",
-            "/work/mathlib:test.os-api.zip",
-            "--api",
-            "/work/textlib:test.os-api.zip",
-            "-o",
-            "/work/linked.zip",
-        ],
-        (dir.path(), "/work"),
-    )
-    .expect("the command runs");
+    args.extend(["-o".to_owned(), "/work/linked.zip".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run_wasi_command(&module, &args, (dir.path(), "/work")).expect("the command runs");
     assert!(
         output.success(),
         "kinode-link in wasm failed: {}",
@@ -43,20 +28,51 @@ fn wasm_build_links_byte_identically_to_native() {
     let in_wasm =
         std::fs::read(dir.path().join("linked.zip")).expect("the wasm build wrote its output");
 
-    let read = |name: &str| std::fs::read(dir.path().join(name)).expect("input");
-    let (package, mathlib, textlib) = (
-        read("duo:test.os.zip"),
-        read("mathlib:test.os-api.zip"),
-        read("textlib:test.os-api.zip"),
-    );
+    // Named as the command names them: an API zip by its file name without `-api.zip`.
+    let names: Vec<String> = apis
+        .iter()
+        .map(|(file, _)| file.trim_end_matches("-api.zip").to_owned())
+        .collect();
+    let inputs: Vec<Input<'_>> = names
+        .iter()
+        .zip(apis)
+        .map(|(name, (_, bytes))| Input::new(name, bytes))
+        .collect();
     let native = linker_core::link(
-        Input::new("duo:test.os.zip", &package),
-        &[
-            Input::new("mathlib:test.os", &mathlib),
-            Input::new("textlib:test.os", &textlib),
-        ],
+        Input::new(package.0, package.1),
+        &inputs,
         &Options::default(),
     )
     .expect("native link");
-    assert_eq!(in_wasm, native.bytes, "wasm and native builds disagree");
+    assert_eq!(
+        in_wasm, native.bytes,
+        "wasm and native builds disagree on {}",
+        package.0
+    );
+}
+
+#[test]
+fn wasm_build_links_byte_identically_to_native() {
+    let fixtures = linker_fixtures::build().expect("fixtures");
+    let read = |path: std::path::PathBuf| std::fs::read(path).expect("fixture");
+    links_identically(
+        ("duo:test.os.zip", &read(fixtures.package("duo"))),
+        &[
+            ("mathlib:test.os-api.zip", read(fixtures.api("mathlib"))),
+            ("textlib:test.os-api.zip", read(fixtures.api("textlib"))),
+        ],
+    );
+    // A bounded library gets a guard, configured the same way in both builds.
+    let bounds =
+        br#"{"libraries": {"courier:test.os": {"send-to": ["library-package", "spawned"]}}}"#;
+    let sender = add_to_zip(
+        &read(fixtures.package("sender")),
+        "library-bounds.json",
+        bounds,
+    )
+    .expect("the zip takes a file");
+    links_identically(
+        ("sender:test.os.zip", &sender),
+        &[("courier:test.os-api.zip", read(fixtures.api("courier")))],
+    );
 }

@@ -364,3 +364,12 @@ fn unusable_bounds_are_refused_with_their_own_errors() {
     let found: Vec<String> = abilities.iter().map(|a| a.name().to_owned()).collect();
     assert_eq!(found, expected);
 }
+
+#[test]
+fn the_schema_names_every_ability_the_linker_knows() {
+    let schema = std::fs::read(linker_fixtures::repo_root().join("api/library-bounds.schema.json"))
+        .expect("the schema is in api/");
+    let schema: Value = serde_json::from_slice(&schema).expect("the schema is JSON");
+    let names: Vec<&str> = Ability::ALL.iter().map(|ability| ability.name()).collect();
+    assert_eq!(schema["$defs"]["ability"]["enum"], json!(names));
+}

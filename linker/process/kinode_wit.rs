@@ -1,5 +1,6 @@
 //! Finding kinode.wit v1.0.0 and writing WIT files for a build, shared by the build scripts of the
-//! linker process (and its scripts) and the guard (`#[path]`-included: build scripts share no crate).
+//! linker process (and its scripts), the guard and the fuzz targets (`#[path]`-included: build
+//! scripts share no crate).
 
 use std::env;
 use std::fs;
@@ -26,6 +27,10 @@ pub fn locate_kinode_wit(manifest: &Path) -> Result<PathBuf, String> {
         .args(["metadata", "--format-version", "1", "--locked"])
         .args(["--filter-platform", "wasm32-wasip1", "--manifest-path"])
         .arg(manifest)
+        // Flags meant for the build running this script (cargo-fuzz's sanitizers) are not for
+        // the workspace's metadata.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .output()
         .map_err(|e| format!("running cargo metadata: {e}"))?;
     if !output.status.success() {

@@ -383,14 +383,26 @@ fn retry_failed(our: &Address, auto: &store::Auto, batch: &[String]) {
     }
 }
 
-/// Leaves the marker in a package's drive.
+/// Leaves the marker in a package's drive, unless the drive no longer holds `version_hash`.
+///
+/// Another install (the app store's next version, say) may replace `/{pkg}/pkg` while the linker
+/// handles the version before it; a marker left on the new files would hide them from every
+/// later tick. So the zip is hashed after the marker is written, and the marker is taken away if
+/// the drive changed, whether it changed before the write or during it (a drive replaced after
+/// the check loses the marker with everything else).
 fn mark(package: &str, version_hash: &str) {
-    let path = format!("/{package}/pkg/{}", store::MARKER);
+    let drive = format!("/{package}/pkg");
+    let path = format!("{drive}/{}", store::MARKER);
     if let Err(failure) = node::write(&path, version_hash.as_bytes().to_vec()) {
         println!(
             "linker: cannot mark {package} as handled: {}",
             failure.reason
         );
+        return;
+    }
+    let current = node::hash(&format!("{drive}/{package}.zip"));
+    if current.as_deref().ok() != Some(version_hash) {
+        let _ = node::expect_ok(&path, kinode_process_lib::vfs::VfsAction::RemoveFile, None);
     }
 }
 

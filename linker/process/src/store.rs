@@ -52,12 +52,21 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The cache key of a link: the linker version, the package by name and hash, and every API by
-/// name, hash and why it was chosen, in order (names and sources appear in the report, so they
-/// are part of the result).
+/// The generation of the rules links are made by. It moves whenever the linking core accepts,
+/// refuses or produces something else for the same inputs while the linker's version stays, so
+/// that links an older linker cached are not served. 2: every `.wasm` is validated whole, so a
+/// package an older linker linked may now be refused.
+const CACHE_GENERATION: u32 = 2;
+
+/// The cache key of a link: the linker version and [`CACHE_GENERATION`], the package by name and
+/// hash, and every API by name, hash and why it was chosen, in order (names and sources appear
+/// in the report, so they are part of the result).
 pub fn cache_key(package: (&str, &str), apis: &[(&str, &str, linker_core::Source)]) -> String {
     let (name, sha256) = package;
-    let mut text = format!("kinode-link {}\n{name}\t{sha256}\n", linker_core::VERSION);
+    let mut text = format!(
+        "kinode-link {} cache {CACHE_GENERATION}\n{name}\t{sha256}\n",
+        linker_core::VERSION
+    );
     for (name, sha256, source) in apis {
         text.push_str(&format!("{name}\t{sha256}\t{source:?}\n"));
     }

@@ -33,6 +33,7 @@ fn init(our: Address) {
         );
     }
     install::recover(&our);
+    service::resume_relinks(&our);
     let mut watcher = watch::Watcher::default();
     watch::arm();
     loop {

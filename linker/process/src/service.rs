@@ -207,6 +207,9 @@ pub fn install_linked(
     let wit_version = inputs
         .wit_version()
         .or_else(|| previous.as_ref().and_then(|record| record.wit_version));
+    // The re-links are recorded before the install begins, so that a linker that dies after it
+    // still re-links them when it starts again.
+    let relinks = relink_except.map(|skip| plan_relinks(&package, &inputs.package.sha256, skip));
     let installed = install::install(
         our,
         &install::Upload {
@@ -216,7 +219,12 @@ pub fn install_linked(
             linked: &linked.bytes,
             wit_version,
         },
-    )?;
+    )
+    .inspect_err(|_| {
+        if relinks.as_ref().is_some_and(|r| !r.pending.is_empty()) {
+            report_store_failure(store::drop_relinks(&package), &package);
+        }
+    })?;
     let version_hash = inputs.package.sha256.clone();
     let linked_hash = linked.sha256.clone();
     let record = store::Record {
@@ -260,10 +268,7 @@ pub fn install_linked(
         Status::Linked,
         installed.has_api,
     );
-    let relinked = match relink_except {
-        Some(skip) => relink(our, &package, skip),
-        None => Vec::new(),
-    };
+    let relinked = relinks.map_or_else(Vec::new, |relinks| relink(our, relinks));
     Ok(api::InstallReport {
         package,
         version_hash,
@@ -275,37 +280,114 @@ pub fn install_linked(
     })
 }
 
-/// Re-links and re-installs, one at a time, every installed package the linker linked against
-/// `library` but those in `skip`; one that no longer links, or whose install fails, keeps its
-/// previous version. Re-links do not cascade: a package's links already list nested libraries.
-pub fn relink(our: &Address, library: &str, skip: &[String]) -> Vec<api::Relink> {
-    let dependents = match store::dependents(library) {
-        Ok(dependents) => dependents,
+/// How many times the re-link of one dependent may be started: a dependent whose re-link killed
+/// the linker twice keeps its previous version, so it cannot keep the linker restarting.
+const RELINK_ATTEMPTS: u32 = 2;
+
+/// The installed packages the linker linked against `library` but those in `skip`, to re-link
+/// against its version `version_hash`; recorded if there are any (a failure to record is
+/// printed: only a restart in the middle would then miss them).
+pub fn plan_relinks(library: &str, version_hash: &str, skip: &[String]) -> store::Relinks {
+    let dependents = store::dependents(library).unwrap_or_else(|failure| {
+        println!(
+            "linker: cannot read the dependents of {library}: {}",
+            failure.reason
+        );
+        Vec::new()
+    });
+    let relinks = store::Relinks {
+        library: library.to_owned(),
+        version_hash: version_hash.to_owned(),
+        pending: dependents
+            .into_iter()
+            .filter(|dependent| dependent != library && !skip.contains(dependent))
+            .collect(),
+        attempts: 0,
+    };
+    if !relinks.pending.is_empty() {
+        report_store_failure(store::save_relinks(&relinks), library);
+    }
+    relinks
+}
+
+/// Says on the terminal that the record of a library's pending re-links could not be written.
+fn report_store_failure(result: Result<(), api::StepFailure>, library: &str) {
+    if let Err(failure) = result {
+        println!(
+            "linker: cannot record the re-links {library} calls for: {}: {}",
+            failure.step, failure.reason
+        );
+    }
+}
+
+/// Re-links and re-installs, one at a time, the pending dependents of `relinks`, keeping the
+/// record up to date; one that no longer links, or whose install fails, keeps its previous
+/// version. Re-links do not cascade: a package's links already list nested libraries.
+pub fn relink(our: &Address, mut relinks: store::Relinks) -> Vec<api::Relink> {
+    let mut outcomes = Vec::new();
+    while let Some(dependent) = relinks.pending.first().cloned() {
+        relinks.attempts += 1;
+        report_store_failure(store::save_relinks(&relinks), &relinks.library);
+        let outcome = match relink_one(our, &dependent) {
+            Ok(report) => api::RelinkOutcome::Relinked(report.linked_hash),
+            Err(error) => {
+                println!("linker: {dependent} keeps its previous version: {error:?}");
+                api::RelinkOutcome::Kept(error)
+            }
+        };
+        outcomes.push(api::Relink {
+            package: dependent,
+            outcome,
+        });
+        relinks.pending.remove(0);
+        relinks.attempts = 0;
+        report_store_failure(store::save_relinks(&relinks), &relinks.library);
+    }
+    outcomes
+}
+
+/// Re-links what a linker that died while re-linking the dependents of a library left pending,
+/// once [`install::recover`] rolled back the install it died in. A record for a version of the
+/// library that is no longer installed (its own install was rolled back) is dropped; a dependent
+/// whose re-link was started [`RELINK_ATTEMPTS`] times keeps its previous version.
+pub fn resume_relinks(our: &Address) {
+    let records = match store::pending_relinks() {
+        Ok(records) => records,
         Err(failure) => {
             println!(
-                "linker: cannot read the dependents of {library}: {}",
-                failure.reason
+                "linker: cannot read the re-links it left pending: {}: {}",
+                failure.step, failure.reason
             );
-            return Vec::new();
+            return;
         }
     };
-    dependents
-        .into_iter()
-        .filter(|dependent| dependent != library && !skip.contains(dependent))
-        .map(|dependent| {
-            let outcome = match relink_one(our, &dependent) {
-                Ok(report) => api::RelinkOutcome::Relinked(report.linked_hash),
-                Err(error) => {
-                    println!("linker: {dependent} keeps its previous version: {error:?}");
-                    api::RelinkOutcome::Kept(error)
-                }
-            };
-            api::Relink {
-                package: dependent,
-                outcome,
-            }
-        })
-        .collect()
+    for (library, relinks) in records {
+        let installed = crate::node::hash(&format!("/{library}/pkg/{library}.zip")).ok();
+        let Some(mut relinks) =
+            relinks.filter(|relinks| installed.as_deref() == Some(relinks.version_hash.as_str()))
+        else {
+            report_store_failure(store::drop_relinks(&library), &library);
+            continue;
+        };
+        if relinks.attempts >= RELINK_ATTEMPTS && !relinks.pending.is_empty() {
+            let dependent = relinks.pending.remove(0);
+            relinks.attempts = 0;
+            println!(
+                "linker: {dependent} keeps its previous version: the linker stopped \
+                 {RELINK_ATTEMPTS} times while re-linking it against {library}"
+            );
+            report_store_failure(store::save_relinks(&relinks), &library);
+        }
+        if relinks.pending.is_empty() {
+            continue;
+        }
+        println!(
+            "linker: re-linking the packages linked against {library} was interrupted; \
+             re-linking {} now",
+            relinks.pending.join(", ")
+        );
+        relink(our, relinks);
+    }
 }
 
 /// Re-links an installed package from the zip it was installed from, with the metadata and the

@@ -244,7 +244,8 @@ fn handle(our: &Address, package: &str, has_api: bool, batch: &[String]) {
         Ok(Handled::NothingToLink) => {
             mark(package, &version_hash);
             if has_api {
-                for relink in service::relink(our, package, batch) {
+                let relinks = service::plan_relinks(package, &version_hash, batch);
+                for relink in service::relink(our, relinks) {
                     if let api::RelinkOutcome::Kept(error) = relink.outcome {
                         println!(
                             "linker: {} keeps its previous version: {}",

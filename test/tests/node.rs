@@ -188,7 +188,9 @@ fn a_link_cached_by_a_linker_without_validation_is_not_served() {
         (name, &sha256(&package)),
         &[api],
     );
-    assert!(s.file(&format!("/linker:sys/cache/{current}.json")).is_some());
+    assert!(s
+        .file(&format!("/linker:sys/cache/{current}.json"))
+        .is_some());
 
     // An older linker, which did not validate function bodies, linked a damaged app and cached
     // the result under its key (version 0.1.0, no generation).

@@ -165,6 +165,7 @@ pub fn tick(our: &Address, watcher: &mut Watcher) {
     let names: Vec<String> = changed.iter().map(|(name, _)| name.clone()).collect();
     for (package, has_api) in &changed {
         handle(our, package, *has_api, &names);
+        crate::mailbox::serve_reads(our);
     }
     // Handling and forgetting change the state; an idle tick reuses what it read.
     let auto = if changed.is_empty() && removed.is_empty() {

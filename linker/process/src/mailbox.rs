@@ -26,8 +26,8 @@
 //!   of that before (at least [`MIN_MARGIN`], at most [`MAX_MARGIN`]) is answered `Busy`, saying
 //!   how long it waited, how many requests were ahead of it and what the linker was doing; it is
 //!   never started, so nothing changed. The time counts from when the linker took the request in,
-//!   which is late by at most the longest stretch the linker computes without awaiting anything
-//!   (composing a large package).
+//!   which is late by at most the longest stretch the linker goes without taking in a message
+//!   (composing a large package, or the node busy compiling a process it starts).
 //!
 //! A request whose sender awaits no answer is handled in turn and not answered. Parked requests
 //! live in memory: if the linker dies, their senders time out.

@@ -210,20 +210,30 @@ fn mathlib_and_three_dependents(s: &Session) {
     s.wait_for(APP, &expect::app());
 }
 
-/// Waits until each of mathlib's dependents links against the `mathlib.v2` API.
-fn all_relinked_against_v2(s: &Session) {
+/// Waits until each of `dependents` links against the `mathlib.v2` API, and the linker has no
+/// re-links left pending.
+fn relinked_against_v2(s: &Session, dependents: &[&str]) {
     let v2 = sha256(&read(fixtures().api("mathlib.v2")));
-    for package in ["app:test.os", "duo:test.os", "textlib:test.os"] {
-        let relinked = (0..600).any(|_| {
-            if linked_api(s, package, "mathlib:test.os").as_deref() == Some(v2.as_str()) {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            false
-        });
-        assert!(relinked, "{package} is re-linked against mathlib 0.2.0");
-    }
-    assert!(s.file("/linker:sys/relink/mathlib:test.os.json").is_none());
+    let done = || {
+        dependents.iter().all(|package| {
+            linked_api(s, package, "mathlib:test.os").as_deref() == Some(v2.as_str())
+        }) && s.file("/linker:sys/relink/mathlib:test.os.json").is_none()
+    };
+    let relinked = (0..600).any(|_| {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        false
+    });
+    assert!(
+        relinked,
+        "{:?} are re-linked against mathlib 0.2.0",
+        dependents
+            .iter()
+            .map(|package| (package, linked_api(s, package, "mathlib:test.os")))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -249,7 +259,7 @@ fn a_crash_while_relinking_a_dependent_rolls_it_back_then_relinks_every_dependen
          re-linking app:test.os, duo:test.os, textlib:test.os now",
     );
     s.wait_for(APP, &expect::app_with_mathlib_v2());
-    all_relinked_against_v2(&s);
+    relinked_against_v2(&s, &["app:test.os", "duo:test.os", "textlib:test.os"]);
     linker_serves(&s);
     assert_eq!(
         s.file("/mathlib:test.os/pkg/mathlib:test.os.zip"),
@@ -276,17 +286,9 @@ fn a_dependent_whose_relink_kills_the_linker_twice_keeps_its_previous_version() 
         "linker: app:test.os keeps its previous version: the linker stopped 2 times while \
          re-linking it against mathlib:test.os",
     );
-    linker_serves(&s);
     // The others are re-linked; app runs its previous version, files and all.
-    let v2 = sha256(&read(fixtures().api("mathlib.v2")));
-    for package in ["duo:test.os", "textlib:test.os"] {
-        assert_eq!(
-            linked_api(&s, package, "mathlib:test.os").as_deref(),
-            Some(v2.as_str()),
-            "{package}"
-        );
-    }
-    assert!(s.file("/linker:sys/relink/mathlib:test.os.json").is_none());
+    relinked_against_v2(&s, &["duo:test.os", "textlib:test.os"]);
+    linker_serves(&s);
     assert_eq!(app_files(&s), before);
     assert_eq!(s.printed(APP, &expect::app_with_mathlib_v2()), 0);
 }
@@ -317,7 +319,7 @@ fn a_library_install_cut_short_by_a_shutdown_relinks_its_dependents_at_the_next_
         "linker: re-linking the packages linked against mathlib:test.os was interrupted; \
          re-linking duo:test.os, textlib:test.os now",
     );
-    all_relinked_against_v2(&s);
+    relinked_against_v2(&s, &["app:test.os", "duo:test.os", "textlib:test.os"]);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The linker under load: fifty requests at once (installs of two packages, links, explains,
-//! `ListApis`) from five processes, each answered correctly; a request whose sender waits only
-//! briefly, sent while the linker is busy, is answered `Busy` in time and changes nothing; a read
+//! `ListApis`) from five processes, each answered correctly, on a node whose disk is slow to add
+//! the installed files (so the installs keep the linker busy for seconds however fast the
+//! machine); requests whose senders wait only briefly, sent while the linker is busy, are answered
+//! `Busy` in time (one at once, one once it waited as long as it could) and change nothing; a read
 //! sent after all of them is answered before the installs ahead of it finish; installs never
 //! interleave; afterwards, and after a reboot, the linker's index, cache and mirror agree with
 //! what is installed.
@@ -8,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use linker_test_host::{caps, mailbox, Mailbox, Reply};
+use linker_test_host::{caps, mailbox, Fault, Mailbox, Reply};
 use linker_tests::node::*;
 use serde_json::{json, Value};
 
@@ -19,6 +21,13 @@ const PATIENT: u64 = 300;
 /// `Busy` once it has waited half of it (the linker starts a request at least 2 s before its
 /// sender stops waiting).
 const IMPATIENT: u64 = 4;
+
+/// How long the hasty sender waits, in seconds: too little for a busy linker to start anything,
+/// so it is answered `Busy` at once.
+const HASTY: u64 = 2;
+
+/// How late the VFS answers each `AddZip` of an installed package's files, in milliseconds.
+const SLOW_DISK_MS: u64 = 250;
 
 /// What one of the fifty asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -343,7 +352,17 @@ fn fifty_requests_at_once_are_each_answered_in_time_and_leave_the_linker_consist
         .map(|n| requester(&s, &format!("load-{n}")))
         .collect();
     let impatient = requester(&s, "impatient");
+    let hasty = requester(&s, "hasty");
     let reader = requester(&s, "reader");
+    for package in ["app:test.os", "chain:test.os"] {
+        // Each install adds the package's files and its API's.
+        s.node.fault(Fault::SlowVfs {
+            action: "AddZip".to_owned(),
+            path_prefix: format!("/{package}/pkg"),
+            millis: SLOW_DISK_MS,
+            times: 20,
+        });
+    }
 
     // Fifty at once, round robin over the processes; then an install whose sender waits only
     // briefly, and a read.
@@ -369,9 +388,10 @@ fn fifty_requests_at_once_are_each_answered_in_time_and_leave_the_linker_consist
             blob,
         )
     };
+    let hurried_link = send(&hasty, Kind::LinkDuo, HASTY);
     let read = send(&reader, Kind::ListApis, PATIENT);
 
-    let (answered, busy, read_at) = std::thread::scope(|scope| {
+    let (answered, busy, busy_at_once, read_at) = std::thread::scope(|scope| {
         let loads: Vec<_> = processes
             .iter()
             .zip(&sent)
@@ -381,6 +401,11 @@ fn fifty_requests_at_once_are_each_answered_in_time_and_leave_the_linker_consist
             impatient
                 .await_response(hurried, Duration::from_secs(IMPATIENT))
                 .expect("the impatient sender is answered before it stops waiting")
+        });
+        let busy_at_once = scope.spawn(|| {
+            hasty
+                .await_response(hurried_link, Duration::from_secs(HASTY))
+                .expect("the hasty sender is answered before it stops waiting")
         });
         let read_at = scope.spawn(|| {
             let reply = reader
@@ -395,6 +420,7 @@ fn fifty_requests_at_once_are_each_answered_in_time_and_leave_the_linker_consist
         (
             answered,
             busy.join().expect("the impatient sender"),
+            busy_at_once.join().expect("the hasty sender"),
             read_at.join().expect("the reader"),
         )
     });
@@ -461,6 +487,16 @@ fn fifty_requests_at_once_are_each_answered_in_time_and_leave_the_linker_consist
     );
     assert!(s.node.list_dir("/selfish:test.os/pkg").is_empty());
     assert!(s.node.process("selfish:selfish:test.os").is_none());
+    // The hasty one at once: the linker was busy and its sender would not wait 2 s.
+    let busy = body(&busy_at_once);
+    let details = &err(&busy["Link"])["Busy"];
+    assert_eq!(details["timeout_ms"], HASTY * 1000, "{busy:#}");
+    let waited = details["waited_ms"].as_u64().expect("waited_ms");
+    assert!(waited < HASTY * 1000, "{busy:#}");
+    assert!(
+        details["ahead"].as_u64().is_some_and(|n| n >= 1),
+        "{busy:#}"
+    );
 
     // The read sent after everything did not wait for the installs ahead of it.
     let last_install = answered

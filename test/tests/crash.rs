@@ -2,7 +2,9 @@
 //! after it sends each install step in turn; the kernel restarts it (`on_exit: Restart`), and it
 //! rolls back the install its journal shows, so the previous version runs with its files intact,
 //! or, for a first install, nothing is left. The same holds when the node shuts down mid-install
-//! and boots again.
+//! and boots again. When the install was a re-link of a library's dependents, the restarted
+//! linker then re-links the dependents still pending, the interrupted one included, unless its
+//! re-link killed the linker twice.
 
 use linker_fixtures::expect;
 use linker_test_host::{caps, Fault, ProcessStatus};
@@ -188,16 +190,60 @@ fn a_crash_during_a_first_install_leaves_nothing() {
     assert!(s.file("/linker:sys/journal/app:test.os.json").is_none());
 }
 
-#[test]
-fn a_crash_while_relinking_a_dependent_restores_its_previous_version() {
-    let s = Session::new();
+/// The API zip a dependent's `link.json` names for `library`, by SHA-256.
+fn linked_api(s: &Session, package: &str, library: &str) -> Option<String> {
+    let link_json: serde_json::Value =
+        serde_json::from_slice(&s.file(&format!("/{package}/pkg/link.json"))?).ok()?;
+    link_json["apis"]
+        .as_array()?
+        .iter()
+        .find(|api| api["name"] == library)
+        .and_then(|api| api["sha256"].as_str().map(str::to_owned))
+}
+
+/// Installs mathlib, textlib, app and duo (mathlib's dependents: app, duo, textlib).
+fn mathlib_and_three_dependents(s: &Session) {
     ok(&s.install("mathlib", &[]));
+    ok(&s.install("textlib", &[]));
     ok(&s.install("app", &[]));
+    ok(&s.install("duo", &[]));
     s.wait_for(APP, &expect::app());
-    let before = app_files(&s);
+}
+
+/// Waits until each of `dependents` links against the `mathlib.v2` API, and the linker has no
+/// re-links left pending.
+fn relinked_against_v2(s: &Session, dependents: &[&str]) {
+    let v2 = sha256(&read(fixtures().api("mathlib.v2")));
+    let done = || {
+        dependents.iter().all(|package| {
+            linked_api(s, package, "mathlib:test.os").as_deref() == Some(v2.as_str())
+        }) && s.file("/linker:sys/relink/mathlib:test.os.json").is_none()
+    };
+    let relinked = (0..600).any(|_| {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        false
+    });
+    assert!(
+        relinked,
+        "{:?} are re-linked against mathlib 0.2.0",
+        dependents
+            .iter()
+            .map(|package| (package, linked_api(s, package, "mathlib:test.os")))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_crash_while_relinking_a_dependent_rolls_it_back_then_relinks_every_dependent() {
+    let s = Session::new();
+    mathlib_and_three_dependents(&s);
     let app = sha256(&read(fixtures().package("app")));
 
-    // mathlib v2 installs; the re-link of the app against it dies after its new files are added.
+    // mathlib v2 installs; the re-link of app, the first of its dependents, dies after app's new
+    // files are added.
     crash(&s, "AddZip", DRIVE);
     send_install(&s, "mathlib.v2", &[]);
     s.wait_for(
@@ -206,15 +252,74 @@ fn a_crash_while_relinking_a_dependent_restores_its_previous_version() {
             "linker: the install of app:test.os (version {app}) was interrupted; its previous version {app} runs again"
         ),
     );
-    assert!(printed_times(&s, &expect::app(), 2), "the app runs again");
+    // Then the restarted linker re-links them all, app included.
+    s.wait_for(
+        LINKER_ID,
+        "linker: re-linking the packages linked against mathlib:test.os was interrupted; \
+         re-linking app:test.os, duo:test.os, textlib:test.os now",
+    );
+    s.wait_for(APP, &expect::app_with_mathlib_v2());
+    relinked_against_v2(&s, &["app:test.os", "duo:test.os", "textlib:test.os"]);
     linker_serves(&s);
-    assert_eq!(app_files(&s), before);
     assert_eq!(
         s.file("/mathlib:test.os/pkg/mathlib:test.os.zip"),
         Some(read(fixtures().package("mathlib.v2"))),
         "the library's new version stays installed"
     );
+    assert!(s.file("/linker:sys/journal/app:test.os.json").is_none());
+    assert!(s.file("/linker:sys/backup/app:test.os.zip").is_none());
+}
+
+#[test]
+fn a_dependent_whose_relink_kills_the_linker_twice_keeps_its_previous_version() {
+    let s = Session::new();
+    mathlib_and_three_dependents(&s);
+    let before = app_files(&s);
+
+    // Both the re-link of app and its retry die right after its journal is written.
+    for _ in 0..2 {
+        crash(&s, "Write", "/linker:sys/journal/app:test.os.json");
+    }
+    send_install(&s, "mathlib.v2", &[]);
+    s.wait_for(
+        LINKER_ID,
+        "linker: app:test.os keeps its previous version: the linker stopped 2 times while \
+         re-linking it against mathlib:test.os",
+    );
+    // The others are re-linked; app runs its previous version, files and all.
+    relinked_against_v2(&s, &["duo:test.os", "textlib:test.os"]);
+    linker_serves(&s);
+    assert_eq!(app_files(&s), before);
     assert_eq!(s.printed(APP, &expect::app_with_mathlib_v2()), 0);
+}
+
+#[test]
+fn a_library_install_cut_short_by_a_shutdown_relinks_its_dependents_at_the_next_boot() {
+    let s = Session::new();
+    mathlib_and_three_dependents(&s);
+
+    // The node goes down while duo, the second dependent, is being re-linked.
+    s.node.fault(Fault::Crash {
+        process: LINKER_ID.to_owned(),
+        action: "AddZip".to_owned(),
+        target: "/duo:test.os/pkg".to_owned(),
+        nth: 1,
+        halt: true,
+    });
+    send_install(&s, "mathlib.v2", &[]);
+    let stopped = s.node.wait_for_status(
+        LINKER_ID,
+        |status| matches!(status, ProcessStatus::Trapped { .. }),
+        WAIT,
+    );
+    assert!(stopped.is_some(), "the linker stops");
+    s.node.reboot().expect("the node reboots");
+    s.wait_for(
+        LINKER_ID,
+        "linker: re-linking the packages linked against mathlib:test.os was interrupted; \
+         re-linking duo:test.os, textlib:test.os now",
+    );
+    relinked_against_v2(&s, &["app:test.os", "duo:test.os", "textlib:test.os"]);
 }
 
 #[test]

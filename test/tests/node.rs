@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use linker_fixtures::expect;
 use linker_test_host::{caps, Fault, ProcessStatus};
+use linker_tests::damage;
 use linker_tests::node::*;
 use serde_json::{json, Value};
 
@@ -146,6 +147,84 @@ fn a_repeated_install_is_served_from_the_cache() {
     assert_eq!(ok(&first)["linked_hash"], ok(&second)["linked_hash"]);
     assert_eq!(ok(&second)["replaced"], ok(&first)["version_hash"]);
     s.wait_for("app:app:test.os", &expect::app());
+}
+
+/// A cache key as the linker derives it (`store::cache_key`), after `header`: the package by
+/// name and hash, then each API by name, hash and provenance.
+fn cache_key(header: &str, package: (&str, &str), apis: &[(&str, &str, &str)]) -> String {
+    let mut text = format!("{header}\n{}\t{}\n", package.0, package.1);
+    for (name, sha256, provenance) in apis {
+        text.push_str(&format!("{name}\t{sha256}\t{provenance}\n"));
+    }
+    sha256(text.as_bytes())
+}
+
+#[test]
+fn a_link_cached_by_a_linker_without_validation_is_not_served() {
+    let s = Session::new();
+    let f = fixtures();
+    let package = read(f.package("app"));
+    let link = |zip: &[u8]| {
+        let request = json!({"Link": {
+            "source": "Blob",
+            "metadata": null,
+            "apis": s.upload_apis(&["mathlib"]),
+        }});
+        s.ask(&s.tester, request, Some(zip.to_vec()), vec![])
+    };
+    let (body, linked) = link(&package);
+    let report = ok(&body["Link"]);
+    assert_eq!(report["cached"], false);
+    let name = report["package"]["name"].as_str().expect("a name");
+    let api = &report["apis"][0];
+    let api = (
+        api["name"].as_str().expect("a name"),
+        api["sha256"].as_str().expect("a hash"),
+        api["provenance"].as_str().expect("a provenance"),
+    );
+    // The key derived here is the linker's: the link just made is cached under it.
+    let current = cache_key(
+        &format!("kinode-link {} cache 2", linker_core::VERSION),
+        (name, &sha256(&package)),
+        &[api],
+    );
+    assert!(s
+        .file(&format!("/linker:sys/cache/{current}.json"))
+        .is_some());
+
+    // An older linker, which did not validate function bodies, linked a damaged app and cached
+    // the result under its key (version 0.1.0, no generation).
+    let app = damage::file_in_zip(&package, "app.wasm").expect("app.wasm");
+    let damaged = damage::replace_in_zip(
+        &package,
+        "app.wasm",
+        &damage::function_body(&app).expect("damage"),
+    )
+    .expect("rezip");
+    let old = cache_key("kinode-link 0.1.0", (name, &sha256(&damaged)), &[api]);
+    let planted = linked.expect("the linked zip");
+    let link_json = damage::file_in_zip(&planted, "link.json").expect("link.json");
+    let entry = json!({
+        "sha256": sha256(&planted),
+        "report": serde_json::from_slice::<Value>(&link_json).expect("JSON"),
+    });
+    s.node
+        .write_file(&format!("/linker:sys/cache/{old}.zip"), &planted)
+        .expect("planting the old link");
+    s.node
+        .write_file(
+            &format!("/linker:sys/cache/{old}.json"),
+            entry.to_string().as_bytes(),
+        )
+        .expect("planting the old report");
+
+    let (body, blob) = link(&damaged);
+    assert_eq!(
+        err(&body["Link"])["Component"]["kind"],
+        "invalid-component",
+        "{body:#}"
+    );
+    assert!(blob.is_none());
 }
 
 #[test]

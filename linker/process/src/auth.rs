@@ -2,17 +2,22 @@
 //! linker's messaging capability (which the kernel checks they hold before delivering it). A VFS
 //! path is read for a sender only if it could read it itself.
 
-use kinode_process_lib::{Address, Capability, Message};
+use kinode_process_lib::{Address, Capability};
 
 use crate::api::LinkerError;
 
-/// Refuses a sender from another node, and an install without the linker's capability.
-pub fn check(our: &Address, message: &Message, install: bool) -> Result<(), LinkerError> {
-    let source = message.source();
+/// Refuses a sender from another node, and an install without the linker's capability among
+/// those the request carries.
+pub fn check(
+    our: &Address,
+    source: &Address,
+    capabilities: &[Capability],
+    install: bool,
+) -> Result<(), LinkerError> {
     if source.node() != our.node() {
         return Err(LinkerError::RemoteSender(source.to_string()));
     }
-    if install && !holds_messaging(our, message) {
+    if install && !holds_messaging(our, capabilities) {
         return Err(LinkerError::NotAuthorised(format!(
             "{source} may not install packages: attach the linker's messaging capability"
         )));
@@ -20,9 +25,9 @@ pub fn check(our: &Address, message: &Message, install: bool) -> Result<(), Link
     Ok(())
 }
 
-/// Whether the message carries `{issuer: our, params: "messaging"}`; params compare as JSON.
-fn holds_messaging(our: &Address, message: &Message) -> bool {
-    message.capabilities().iter().any(|cap| {
+/// Whether `capabilities` hold `{issuer: our, params: "messaging"}`; params compare as JSON.
+fn holds_messaging(our: &Address, capabilities: &[Capability]) -> bool {
+    capabilities.iter().any(|cap| {
         cap.issuer() == our
             && cap
                 .params_json()

@@ -10,11 +10,12 @@
 
 use kinode_process_lib::kernel_types::Erc721Metadata;
 
-use kinode_process_lib::{Address, Capability, Message};
+use kinode_process_lib::{Address, Capability};
 use linker_core::{Outcome, Source};
 
 use crate::api::{self, ApiSource, LinkRequest, LinkerError, PackageSource};
 use crate::auth;
+use crate::mailbox::Incoming;
 use crate::node;
 use crate::store;
 
@@ -22,16 +23,16 @@ use crate::store;
 pub struct Caller<'a> {
     pub source: &'a Address,
     pub capabilities: &'a [Capability],
-    pub blob: Option<Vec<u8>>,
+    pub blob: Option<&'a [u8]>,
 }
 
 impl<'a> Caller<'a> {
-    /// The sender of `message`.
-    pub fn of(message: &'a Message) -> Self {
+    /// The sender of a request.
+    pub fn of(incoming: &'a Incoming) -> Self {
         Caller {
-            source: message.source(),
-            capabilities: message.capabilities(),
-            blob: message.blob().map(|blob| blob.bytes),
+            source: &incoming.source,
+            capabilities: &incoming.capabilities,
+            blob: incoming.blob.as_deref(),
         }
     }
 }
@@ -172,7 +173,7 @@ pub fn gather(
         .map(|(_, m)| format!("{}:{}", m.properties.package_name, m.properties.publisher));
     let (package, installed_id) = match &request.source {
         PackageSource::Blob => {
-            let bytes = caller.blob.clone().ok_or(LinkerError::NoBlob)?;
+            let bytes = caller.blob.map(<[u8]>::to_vec).ok_or(LinkerError::NoBlob)?;
             let name = metadata_id
                 .clone()
                 .unwrap_or_else(|| "uploaded package".to_owned());
@@ -522,10 +523,12 @@ fn recorded_metadata(
 /// `None` if it does not answer or has none (the package is then linked without dependencies).
 fn chain_metadata(id: &api::PackageId) -> Result<Option<(String, Erc721Metadata)>, LinkerError> {
     let request = serde_json::json!({ "GetApp": id });
-    let answer = kinode_process_lib::Request::to(("our", "chain", "app-store", "sys"))
-        .body(request.to_string())
-        .send_and_await_response(5);
-    let Ok(Ok(message)) = answer else {
+    let answer = crate::mailbox::await_response(
+        kinode_process_lib::Request::to(("our", "chain", "app-store", "sys"))
+            .body(request.to_string()),
+        5,
+    );
+    let Ok(message) = answer else {
         return Ok(None);
     };
     let Ok(answer) = serde_json::from_slice::<serde_json::Value>(message.body()) else {

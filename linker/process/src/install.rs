@@ -22,8 +22,9 @@
 //! the journal and the backup are dropped. A journal that cannot be parsed was being written when
 //! the linker died, before anything changed, so it is dropped; so is a backup without a journal.
 //! A rollback that fails keeps its journal, to be tried again at the next start. A re-link of
-//! dependents installs each dependent this way, so each is covered; dependents after the one
-//! interrupted are not re-linked and keep their previous versions.
+//! dependents installs each dependent this way, so each is covered; the dependents still to be
+//! re-linked are recorded too ([`store::Relinks`]), and the next start re-links them, the one
+//! interrupted included (`service::resume_relinks`).
 //!
 //! Differences from the app store, on purpose: processes of the old version that the new manifest
 //! drops are killed too (the app store leaves them running with stale code), and the wasm bytes go

@@ -51,11 +51,8 @@ pub fn vfs(
 }
 
 fn await_response(request: Request, step: &str) -> Result<Message, StepFailure> {
-    match request.send_and_await_response(TIMEOUT) {
-        Ok(Ok(message)) => Ok(message),
-        Ok(Err(error)) => Err(failure(step.to_owned(), error)),
-        Err(error) => Err(failure(step.to_owned(), error)),
-    }
+    crate::mailbox::await_response(request, TIMEOUT)
+        .map_err(|error| failure(step.to_owned(), error))
 }
 
 /// Reads a whole file.

@@ -1,105 +1,182 @@
 //! Answering one request: parse it, authorise the sender, gather the inputs, link (from the cache
-//! when the same inputs were linked before), then respond, install, or explain.
+//! when the same inputs were linked before), then respond, install, or explain. When and in what
+//! order requests are answered is [`crate::mailbox`]'s business.
 
-use kinode_process_lib::{println, Address, Message, Response};
+use kinode_process_lib::kernel_types::Erc721Metadata;
+use kinode_process_lib::{println, Address};
 use linker_core::{Compression, Options};
 
 use crate::api::{self, LinkRequest, LinkerError};
 use crate::convert;
 use crate::inputs::{self, Caller, Inputs};
 use crate::install;
+use crate::mailbox::{self, Answer, Incoming};
 use crate::store::{self, Status, Trigger};
 
-/// Answers `message` if it is a request; responses and unknown messages are ignored.
-pub fn handle(our: &Address, message: &Message) {
-    if !message.is_request() {
-        return;
-    }
-    let (response, blob) = match serde_json::from_slice::<api::Request>(message.body()) {
-        Ok(request) => answer(our, message, request),
-        Err(_) if is_sideload(our, message) => sideload(our, message),
-        Err(error) => (api::Response::BadRequest(error.to_string()), None),
-    };
-    let body = match serde_json::to_vec(&response) {
-        Ok(body) => body,
-        Err(error) => {
-            println!("linker: cannot serialise a response: {error}");
-            return;
+/// What a request's body is.
+pub enum Parsed {
+    /// A request of the linker's API.
+    Request(api::Request),
+    /// A kit-style upload: from this node's `http-server:distro:sys` (whose
+    /// `/rpc:distro:sys/message` is local-only), with a `metadata.json` as the body.
+    Upload(String),
+    /// Neither; why the body is not a request.
+    Bad(String),
+}
+
+/// Reads the body of a request from `source`.
+pub fn parse(source: &Address, body: &[u8]) -> Parsed {
+    match serde_json::from_slice::<api::Request>(body) {
+        Ok(request) => Parsed::Request(request),
+        Err(_) if is_upload(source, body) => {
+            Parsed::Upload(String::from_utf8_lossy(body).into_owned())
         }
-    };
-    let mut reply = Response::new().body(body);
-    if let Some(bytes) = blob {
-        reply = reply.blob_bytes(bytes);
-    }
-    if let Err(error) = reply.send() {
-        println!("linker: cannot respond to {}: {error}", message.source());
+        Err(error) => Parsed::Bad(error.to_string()),
     }
 }
 
-/// Whether `message` is a kit-style upload: from this node's `http-server:distro:sys` (whose
-/// `/rpc:distro:sys/message` is local-only), with a `metadata.json` as the body.
-fn is_sideload(our: &Address, message: &Message) -> bool {
-    let source = message.source();
-    source.node() == our.node()
+fn is_upload(source: &Address, body: &[u8]) -> bool {
+    source.node() == kinode_process_lib::our().node()
         && source.process == "http-server:distro:sys"
-        && serde_json::from_slice::<kinode_process_lib::kernel_types::Erc721Metadata>(
-            message.body(),
+        && serde_json::from_slice::<Erc721Metadata>(body).is_ok()
+}
+
+impl Parsed {
+    /// Whether answering it changes nothing and takes little, so it goes before other work.
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Parsed::Request(
+                api::Request::ListApis
+                    | api::Request::Linked(_)
+                    | api::Request::Packages
+                    | api::Request::AutoLink(None)
+                    | api::Request::Explain(_)
+            )
         )
-        .is_ok()
+    }
+
+    /// What answering it means, as a `Busy` answer says it: `installing app:test.os`.
+    pub fn doing(&self) -> String {
+        match self {
+            Parsed::Request(api::Request::Link(request)) => format!("linking {}", subject(request)),
+            Parsed::Request(api::Request::Install(request)) => {
+                format!("installing {}", subject(request))
+            }
+            Parsed::Request(api::Request::Explain(request)) => {
+                format!("explaining {}", subject(request))
+            }
+            Parsed::Request(api::Request::ListApis) => "listing the APIs".to_owned(),
+            Parsed::Request(api::Request::Linked(id)) => {
+                format!("describing {}", inputs::id_string(id))
+            }
+            Parsed::Request(api::Request::Packages) => "listing the packages".to_owned(),
+            Parsed::Request(api::Request::AutoLink(_)) => "switching auto-linking".to_owned(),
+            Parsed::Upload(metadata) => format!("installing {}", metadata_id(metadata)),
+            Parsed::Bad(_) => "reading a request".to_owned(),
+        }
+    }
+}
+
+/// The package a link request is about, as people name it.
+fn subject(request: &LinkRequest) -> String {
+    match &request.source {
+        api::PackageSource::Installed(id) => inputs::id_string(id),
+        api::PackageSource::Download(download) => inputs::id_string(&download.package),
+        api::PackageSource::VfsPath(path) => path.clone(),
+        api::PackageSource::Blob => request
+            .metadata
+            .as_deref()
+            .map_or_else(|| "an uploaded package".to_owned(), metadata_id),
+    }
+}
+
+/// `name:publisher` from a `metadata.json` text.
+fn metadata_id(metadata: &str) -> String {
+    serde_json::from_str::<Erc721Metadata>(metadata).map_or_else(
+        |_| "an uploaded package".to_owned(),
+        |metadata| {
+            format!(
+                "{}:{}",
+                metadata.properties.package_name, metadata.properties.publisher
+            )
+        },
+    )
+}
+
+/// Answers a request.
+pub fn answer(our: &Address, incoming: &Incoming) -> Answer {
+    let (response, blob) = match &incoming.parsed {
+        Parsed::Request(request) => answer_request(our, incoming, request),
+        Parsed::Upload(metadata) => upload(our, incoming, metadata),
+        Parsed::Bad(reason) => (api::Response::BadRequest(reason.clone()), None),
+    };
+    Answer {
+        blob,
+        ..mailbox::answer_of(&response)
+    }
 }
 
 /// Installs a kit-style upload: the package zip is the blob, its metadata the body. The linker
 /// granted `http-server:distro:sys` its messaging capability for exactly this, so the upload
 /// counts as authorised; the answer is the install's JSON.
-fn sideload(our: &Address, message: &Message) -> (api::Response, Option<Vec<u8>>) {
+fn upload(our: &Address, incoming: &Incoming, metadata: &str) -> (api::Response, Option<Vec<u8>>) {
     let request = LinkRequest {
         source: api::PackageSource::Blob,
-        metadata: Some(String::from_utf8_lossy(message.body()).into_owned()),
+        metadata: Some(metadata.to_owned()),
         apis: Vec::new(),
     };
-    let result = install_package(our, &Caller::of(message), &request);
+    let result = install_package(our, &Caller::of(incoming), &request);
     (api::Response::Install(result), None)
 }
 
-fn answer(
+fn answer_request(
     our: &Address,
-    message: &Message,
-    request: api::Request,
+    incoming: &Incoming,
+    request: &api::Request,
 ) -> (api::Response, Option<Vec<u8>>) {
     let install = matches!(
         request,
         api::Request::Install(_) | api::Request::AutoLink(Some(_))
     );
-    if let Err(error) = crate::auth::check(our, message, install) {
-        return (refusal(&request, error), None);
+    if let Err(error) = crate::auth::check(our, &incoming.source, &incoming.capabilities, install) {
+        return (refusal_of(request, error), None);
     }
+    let caller = Caller::of(incoming);
     match request {
-        api::Request::Link(request) => match link(our, &Caller::of(message), &request) {
+        api::Request::Link(request) => match link(our, &caller, request) {
             Ok((_, linked)) => (api::Response::Link(Ok(linked.report)), Some(linked.bytes)),
             Err(error) => (api::Response::Link(Err(error)), None),
         },
         api::Request::Install(request) => (
-            api::Response::Install(install_package(our, &Caller::of(message), &request)),
+            api::Response::Install(install_package(our, &caller, request)),
             None,
         ),
-        api::Request::Explain(request) => (
-            api::Response::Explain(explain(our, &Caller::of(message), &request)),
-            None,
-        ),
+        api::Request::Explain(request) => {
+            (api::Response::Explain(explain(our, &caller, request)), None)
+        }
         api::Request::ListApis => (api::Response::ListApis(crate::apis::list()), None),
         api::Request::Linked(id) => (
-            api::Response::Linked(package_info(&inputs::id_string(&id))),
+            api::Response::Linked(package_info(&inputs::id_string(id))),
             None,
         ),
         api::Request::Packages => (api::Response::Packages(packages()), None),
         api::Request::AutoLink(switch) => {
-            (api::Response::AutoLink(crate::watch::switch(switch)), None)
+            (api::Response::AutoLink(crate::watch::switch(*switch)), None)
         }
     }
 }
 
-/// The response to a refused request, in the request's own variant.
-fn refusal(request: &api::Request, error: LinkerError) -> api::Response {
+/// The response refusing a request with `error`, in the request's own variant.
+pub fn refusal(parsed: &Parsed, error: LinkerError) -> api::Response {
+    match parsed {
+        Parsed::Request(request) => refusal_of(request, error),
+        Parsed::Upload(_) => api::Response::Install(Err(error)),
+        Parsed::Bad(reason) => api::Response::BadRequest(reason.clone()),
+    }
+}
+
+fn refusal_of(request: &api::Request, error: LinkerError) -> api::Response {
     match request {
         api::Request::Link(_) => api::Response::Link(Err(error)),
         api::Request::Install(_) => api::Response::Install(Err(error)),
@@ -207,6 +284,9 @@ pub fn install_linked(
     let wit_version = inputs
         .wit_version()
         .or_else(|| previous.as_ref().and_then(|record| record.wit_version));
+    // The re-links are recorded before the install begins, so that a linker that dies after it
+    // still re-links them when it starts again.
+    let relinks = relink_except.map(|skip| plan_relinks(&package, &inputs.package.sha256, skip));
     let installed = install::install(
         our,
         &install::Upload {
@@ -216,7 +296,12 @@ pub fn install_linked(
             linked: &linked.bytes,
             wit_version,
         },
-    )?;
+    )
+    .inspect_err(|_| {
+        if relinks.as_ref().is_some_and(|r| !r.pending.is_empty()) {
+            report_store_failure(store::drop_relinks(&package), &package);
+        }
+    })?;
     let version_hash = inputs.package.sha256.clone();
     let linked_hash = linked.sha256.clone();
     let record = store::Record {
@@ -260,10 +345,7 @@ pub fn install_linked(
         Status::Linked,
         installed.has_api,
     );
-    let relinked = match relink_except {
-        Some(skip) => relink(our, &package, skip),
-        None => Vec::new(),
-    };
+    let relinked = relinks.map_or_else(Vec::new, |relinks| relink(our, relinks));
     Ok(api::InstallReport {
         package,
         version_hash,
@@ -275,37 +357,115 @@ pub fn install_linked(
     })
 }
 
-/// Re-links and re-installs, one at a time, every installed package the linker linked against
-/// `library` but those in `skip`; one that no longer links, or whose install fails, keeps its
-/// previous version. Re-links do not cascade: a package's links already list nested libraries.
-pub fn relink(our: &Address, library: &str, skip: &[String]) -> Vec<api::Relink> {
-    let dependents = match store::dependents(library) {
-        Ok(dependents) => dependents,
+/// How many times the re-link of one dependent may be started: a dependent whose re-link killed
+/// the linker twice keeps its previous version, so it cannot keep the linker restarting.
+const RELINK_ATTEMPTS: u32 = 2;
+
+/// The installed packages the linker linked against `library` but those in `skip`, to re-link
+/// against its version `version_hash`; recorded if there are any (a failure to record is
+/// printed: only a restart in the middle would then miss them).
+pub fn plan_relinks(library: &str, version_hash: &str, skip: &[String]) -> store::Relinks {
+    let dependents = store::dependents(library).unwrap_or_else(|failure| {
+        println!(
+            "linker: cannot read the dependents of {library}: {}",
+            failure.reason
+        );
+        Vec::new()
+    });
+    let relinks = store::Relinks {
+        library: library.to_owned(),
+        version_hash: version_hash.to_owned(),
+        pending: dependents
+            .into_iter()
+            .filter(|dependent| dependent != library && !skip.contains(dependent))
+            .collect(),
+        attempts: 0,
+    };
+    if !relinks.pending.is_empty() {
+        report_store_failure(store::save_relinks(&relinks), library);
+    }
+    relinks
+}
+
+/// Says on the terminal that the record of a library's pending re-links could not be written.
+fn report_store_failure(result: Result<(), api::StepFailure>, library: &str) {
+    if let Err(failure) = result {
+        println!(
+            "linker: cannot record the re-links {library} calls for: {}: {}",
+            failure.step, failure.reason
+        );
+    }
+}
+
+/// Re-links and re-installs, one at a time, the pending dependents of `relinks`, keeping the
+/// record up to date; one that no longer links, or whose install fails, keeps its previous
+/// version. Re-links do not cascade: a package's links already list nested libraries.
+pub fn relink(our: &Address, mut relinks: store::Relinks) -> Vec<api::Relink> {
+    let mut outcomes = Vec::new();
+    while let Some(dependent) = relinks.pending.first().cloned() {
+        relinks.attempts += 1;
+        report_store_failure(store::save_relinks(&relinks), &relinks.library);
+        let outcome = match relink_one(our, &dependent) {
+            Ok(report) => api::RelinkOutcome::Relinked(report.linked_hash),
+            Err(error) => {
+                println!("linker: {dependent} keeps its previous version: {error:?}");
+                api::RelinkOutcome::Kept(error)
+            }
+        };
+        outcomes.push(api::Relink {
+            package: dependent,
+            outcome,
+        });
+        relinks.pending.remove(0);
+        relinks.attempts = 0;
+        report_store_failure(store::save_relinks(&relinks), &relinks.library);
+        mailbox::serve_reads(our);
+    }
+    outcomes
+}
+
+/// Re-links what a linker that died while re-linking the dependents of a library left pending,
+/// once [`install::recover`] rolled back the install it died in. A record for a version of the
+/// library that is no longer installed (its own install was rolled back) is dropped; a dependent
+/// whose re-link was started [`RELINK_ATTEMPTS`] times keeps its previous version.
+pub fn resume_relinks(our: &Address) {
+    let records = match store::pending_relinks() {
+        Ok(records) => records,
         Err(failure) => {
             println!(
-                "linker: cannot read the dependents of {library}: {}",
-                failure.reason
+                "linker: cannot read the re-links it left pending: {}: {}",
+                failure.step, failure.reason
             );
-            return Vec::new();
+            return;
         }
     };
-    dependents
-        .into_iter()
-        .filter(|dependent| dependent != library && !skip.contains(dependent))
-        .map(|dependent| {
-            let outcome = match relink_one(our, &dependent) {
-                Ok(report) => api::RelinkOutcome::Relinked(report.linked_hash),
-                Err(error) => {
-                    println!("linker: {dependent} keeps its previous version: {error:?}");
-                    api::RelinkOutcome::Kept(error)
-                }
-            };
-            api::Relink {
-                package: dependent,
-                outcome,
-            }
-        })
-        .collect()
+    for (library, relinks) in records {
+        let installed = crate::node::hash(&format!("/{library}/pkg/{library}.zip")).ok();
+        let Some(mut relinks) =
+            relinks.filter(|relinks| installed.as_deref() == Some(relinks.version_hash.as_str()))
+        else {
+            report_store_failure(store::drop_relinks(&library), &library);
+            continue;
+        };
+        if relinks.attempts >= RELINK_ATTEMPTS && !relinks.pending.is_empty() {
+            let dependent = relinks.pending.remove(0);
+            relinks.attempts = 0;
+            println!(
+                "linker: {dependent} keeps its previous version: the linker stopped \
+                 {RELINK_ATTEMPTS} times while re-linking it against {library}"
+            );
+            report_store_failure(store::save_relinks(&relinks), &library);
+        }
+        if relinks.pending.is_empty() {
+            continue;
+        }
+        println!(
+            "linker: re-linking the packages linked against {library} was interrupted; \
+             re-linking {} now",
+            relinks.pending.join(", ")
+        );
+        relink(our, relinks);
+    }
 }
 
 /// Re-links an installed package from the zip it was installed from, with the metadata and the

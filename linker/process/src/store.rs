@@ -11,6 +11,8 @@
 //! - `/linker:sys/backup/{pkg}.zip`: the files of the version being replaced, during an install.
 //! - `/linker:sys/journal/{pkg}.json`: the install of a package under way ([`Journal`]), written
 //!   after its backup and before anything changes, removed when the install ends either way.
+//! - `/linker:sys/relink/{pkg}.json`: the dependents of a library still to be re-linked against
+//!   it ([`Relinks`]), written before the library's install begins, removed once they all were.
 //!
 //! Outside its drives the linker leaves one file, [`MARKER`], in every `/{pkg}/pkg` it has
 //! handled: an install by anyone else replaces `/{pkg}/pkg` whole, so a missing marker is how
@@ -29,6 +31,7 @@ const APIS: &str = "/linker:sys/apis";
 const PACKAGES: &str = "/linker:sys/packages";
 const BACKUP: &str = "/linker:sys/backup";
 const JOURNAL: &str = "/linker:sys/journal";
+const RELINK: &str = "/linker:sys/relink";
 /// For every package the linker installed, the APIs it was linked against.
 const INDEX: &str = "/linker:sys/packages/index.json";
 /// Auto-linking's state.
@@ -38,7 +41,7 @@ pub const MARKER: &str = ".linker";
 
 /// Creates the linker's drives (the linker may do anything in its own package's drives).
 pub fn prepare() -> Result<(), StepFailure> {
-    for drive in [CACHE, APIS, PACKAGES, BACKUP, JOURNAL] {
+    for drive in [CACHE, APIS, PACKAGES, BACKUP, JOURNAL, RELINK] {
         node::expect_ok(drive, VfsAction::CreateDrive, None)?;
     }
     Ok(())
@@ -52,12 +55,21 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The cache key of a link: the linker version, the package by name and hash, and every API by
-/// name, hash and why it was chosen, in order (names and sources appear in the report, so they
-/// are part of the result).
+/// The generation of the rules links are made by. It moves whenever the linking core accepts,
+/// refuses or produces something else for the same inputs while the linker's version stays, so
+/// that links an older linker cached are not served. 2: every `.wasm` is validated whole, so a
+/// package an older linker linked may now be refused.
+const CACHE_GENERATION: u32 = 2;
+
+/// The cache key of a link: the linker version and [`CACHE_GENERATION`], the package by name and
+/// hash, and every API by name, hash and why it was chosen, in order (names and sources appear
+/// in the report, so they are part of the result).
 pub fn cache_key(package: (&str, &str), apis: &[(&str, &str, linker_core::Source)]) -> String {
     let (name, sha256) = package;
-    let mut text = format!("kinode-link {}\n{name}\t{sha256}\n", linker_core::VERSION);
+    let mut text = format!(
+        "kinode-link {} cache {CACHE_GENERATION}\n{name}\t{sha256}\n",
+        linker_core::VERSION
+    );
     for (name, sha256, source) in apis {
         text.push_str(&format!("{name}\t{sha256}\t{source:?}\n"));
     }
@@ -428,4 +440,53 @@ pub fn drop_journal(package: &str) -> Result<(), StepFailure> {
         node::expect_ok(&path, VfsAction::RemoveFile, None)?;
     }
     Ok(())
+}
+
+/// The dependents of a library still to be re-linked against one version of it. If the linker
+/// dies on the way, its next start re-links them (see `install::recover`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Relinks {
+    /// The library, `name:publisher`.
+    pub library: String,
+    /// The version hash of the library they are re-linked against.
+    pub version_hash: String,
+    /// The dependents not re-linked yet, in order.
+    pub pending: Vec<String>,
+    /// How many times the re-link of the first pending dependent was started.
+    pub attempts: u32,
+}
+
+/// Records the dependents still to be re-linked, or drops the record once there are none.
+pub fn save_relinks(relinks: &Relinks) -> Result<(), StepFailure> {
+    if relinks.pending.is_empty() {
+        return drop_relinks(&relinks.library);
+    }
+    let path = format!("{RELINK}/{}.json", relinks.library);
+    let json = serde_json::to_vec_pretty(relinks).map_err(|e| StepFailure {
+        step: format!("Write {path}"),
+        reason: e.to_string(),
+    })?;
+    node::write(&path, json)
+}
+
+/// Drops the record of a library's pending re-links.
+pub fn drop_relinks(library: &str) -> Result<(), StepFailure> {
+    let path = format!("{RELINK}/{library}.json");
+    if node::is_file(&path)? {
+        node::expect_ok(&path, VfsAction::RemoveFile, None)?;
+    }
+    Ok(())
+}
+
+/// Every library with re-links pending, by name: the record, or `None` if its file cannot be read
+/// as one (the linker died while writing it).
+pub fn pending_relinks() -> Result<Vec<(String, Option<Relinks>)>, StepFailure> {
+    node::read_dir(RELINK)?
+        .into_iter()
+        .filter_map(|(name, _)| name.strip_suffix(".json").map(str::to_owned))
+        .map(|library| {
+            let bytes = node::read(&format!("{RELINK}/{library}.json"))?;
+            Ok((library, serde_json::from_slice(&bytes).ok()))
+        })
+        .collect()
 }

@@ -165,6 +165,7 @@ pub fn tick(our: &Address, watcher: &mut Watcher) {
     let names: Vec<String> = changed.iter().map(|(name, _)| name.clone()).collect();
     for (package, has_api) in &changed {
         handle(our, package, *has_api, &names);
+        crate::mailbox::serve_reads(our);
     }
     // Handling and forgetting change the state; an idle tick reuses what it read.
     let auto = if changed.is_empty() && removed.is_empty() {
@@ -244,7 +245,8 @@ fn handle(our: &Address, package: &str, has_api: bool, batch: &[String]) {
         Ok(Handled::NothingToLink) => {
             mark(package, &version_hash);
             if has_api {
-                for relink in service::relink(our, package, batch) {
+                let relinks = service::plan_relinks(package, &version_hash, batch);
+                for relink in service::relink(our, relinks) {
                     if let api::RelinkOutcome::Kept(error) = relink.outcome {
                         println!(
                             "linker: {} keeps its previous version: {}",
@@ -383,14 +385,26 @@ fn retry_failed(our: &Address, auto: &store::Auto, batch: &[String]) {
     }
 }
 
-/// Leaves the marker in a package's drive.
+/// Leaves the marker in a package's drive, unless the drive no longer holds `version_hash`.
+///
+/// Another install (the app store's next version, say) may replace `/{pkg}/pkg` while the linker
+/// handles the version before it; a marker left on the new files would hide them from every
+/// later tick. So the zip is hashed after the marker is written, and the marker is taken away if
+/// the drive changed, whether it changed before the write or during it (a drive replaced after
+/// the check loses the marker with everything else).
 fn mark(package: &str, version_hash: &str) {
-    let path = format!("/{package}/pkg/{}", store::MARKER);
+    let drive = format!("/{package}/pkg");
+    let path = format!("{drive}/{}", store::MARKER);
     if let Err(failure) = node::write(&path, version_hash.as_bytes().to_vec()) {
         println!(
             "linker: cannot mark {package} as handled: {}",
             failure.reason
         );
+        return;
+    }
+    let current = node::hash(&format!("{drive}/{package}.zip"));
+    if current.as_deref().ok() != Some(version_hash) {
+        let _ = node::expect_ok(&path, kinode_process_lib::vfs::VfsAction::RemoveFile, None);
     }
 }
 

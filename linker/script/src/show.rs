@@ -295,7 +295,21 @@ pub fn linker_error(error: &LinkerError) -> String {
                 ),
             }
         ),
+        LinkerError::Busy(busy) => format!(
+            "the linker was busy ({}, {} request{} ahead) for {:.1} s of the {:.1} s this script \
+             waits, so it did not start this one: try again later",
+            busy.doing,
+            busy.ahead,
+            if busy.ahead == 1 { "" } else { "s" },
+            seconds(busy.waited_ms),
+            seconds(busy.timeout_ms)
+        ),
     })
+}
+
+/// Milliseconds as seconds.
+fn seconds(millis: u64) -> f64 {
+    millis as f64 / 1000.0
 }
 
 /// The first import that cannot be linked, how many more, and where to look.

@@ -161,6 +161,19 @@ pub enum Fault {
         /// How many requests fail.
         times: u32,
     },
+    /// The VFS answers the next `times` requests whose action is `action` and whose path starts
+    /// with `path_prefix` `millis` milliseconds late, as a slow disk would: the request is served
+    /// then, and the sender meanwhile receives other messages as usual.
+    SlowVfs {
+        /// The action name.
+        action: String,
+        /// A path prefix.
+        path_prefix: String,
+        /// How late each answer is.
+        millis: u64,
+        /// How many requests are slow.
+        times: u32,
+    },
     /// The kernel fails the next `times` commands named `command` (`"InitializeProcess"`,
     /// `"RunProcess"`, `"KillProcess"`, `"GrantCapabilities"`, ...) for `target` (any if `None`).
     /// `InitializeProcess` answers `"InitializeProcessError"` and `RunProcess` answers
@@ -565,7 +578,16 @@ impl Kernel {
         };
         match destination {
             Destination::Kernel => self.handle_kernel_request(km),
-            Destination::Vfs => self.handle_vfs_request(km),
+            Destination::Vfs => match self.take_slow_vfs(&km) {
+                Some(millis) => {
+                    let kernel = Arc::clone(self);
+                    self.runtime.spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(millis)).await;
+                        kernel.handle_vfs_request(km);
+                    });
+                }
+                None => self.handle_vfs_request(km),
+            },
             Destination::Timer => self.handle_timer_request(km),
             Destination::Inbox(inbox) => {
                 // A task that has ended drops its receiver; the message is lost, as in the runtime.
@@ -665,7 +687,7 @@ impl Kernel {
                 target: t,
                 times,
             } => *times > 0 && c == command && t.as_deref().is_none_or(|t| t == target),
-            Fault::Vfs { .. } | Fault::Crash { .. } => false,
+            Fault::Vfs { .. } | Fault::SlowVfs { .. } | Fault::Crash { .. } => false,
         });
         match found {
             Some(Fault::Kernel { times, .. }) => {
@@ -1094,7 +1116,7 @@ impl Kernel {
                 path_prefix,
                 times,
             } => *times > 0 && *a == action && path.starts_with(path_prefix.as_str()),
-            Fault::Kernel { .. } | Fault::Crash { .. } => false,
+            Fault::Kernel { .. } | Fault::SlowVfs { .. } | Fault::Crash { .. } => false,
         });
         match found {
             Some(Fault::Vfs { times, .. }) => {
@@ -1103,6 +1125,33 @@ impl Kernel {
             }
             _ => false,
         }
+    }
+
+    /// How late the VFS answers `km`, if a [`Fault::SlowVfs`] matches it.
+    fn take_slow_vfs(&self, km: &KernelMessage) -> Option<u64> {
+        let Message::Request(request) = &km.message else {
+            return None;
+        };
+        let request = serde_json::from_slice::<Value>(&request.body).ok()?;
+        let path = request.get("path").and_then(Value::as_str).unwrap_or("");
+        let action = match request.get("action") {
+            Some(Value::String(action)) => action.clone(),
+            Some(Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),
+            _ => String::new(),
+        };
+        let mut st = self.lock();
+        st.faults.iter_mut().find_map(|fault| match fault {
+            Fault::SlowVfs {
+                action: a,
+                path_prefix,
+                millis,
+                times,
+            } if *times > 0 && *a == action && path.starts_with(path_prefix.as_str()) => {
+                *times -= 1;
+                Some(*millis)
+            }
+            _ => None,
+        })
     }
 
     /// Serves one VFS request: local sources only, the kernel bypasses the cap check, grants go

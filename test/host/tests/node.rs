@@ -568,6 +568,41 @@ fn injected_faults_answer_like_the_real_services() {
 }
 
 #[test]
+fn a_slow_vfs_answers_late_while_other_messages_get_through() {
+    let node = Node::new(OUR).unwrap();
+    let admin = node.mailbox("fake.os@admin:tester:test.os", false);
+    node.grant("admin:tester:test.os", vec![messaging(VFS), vfs_root(OUR)]);
+    let vfs = |path: &str, action: &str| {
+        admin.send_request(
+            VFS,
+            linker_test_host::mailbox::request(
+                json!({"path": path, "action": action}).to_string(),
+                Some(5),
+                vec![],
+            ),
+            None,
+        )
+    };
+    let answer = |id: u64| admin.await_response(id, WAIT).unwrap().json();
+    assert_eq!(answer(vfs("/slow:test.os/pkg", "CreateDrive")), json!("Ok"));
+    node.fault(Fault::SlowVfs {
+        action: "ReadDir".into(),
+        path_prefix: "/slow:test.os".into(),
+        millis: 500,
+        times: 1,
+    });
+    let slow = vfs("/slow:test.os/pkg", "ReadDir");
+    let quick = vfs("/slow:test.os/pkg", "Metadata");
+    // The request sent second is answered first; the slow one comes after, served as usual.
+    let first = admin.recv(WAIT).unwrap();
+    assert_eq!((first.id, first.kind), (quick, IncomingKind::Response));
+    assert_eq!(answer(slow), json!({"ReadDir": []}));
+    // Once spent, the fault slows nothing more.
+    let again = vfs("/slow:test.os/pkg", "ReadDir");
+    assert_eq!(answer(again), json!({"ReadDir": []}));
+}
+
+#[test]
 fn spawn_names_the_child_and_gives_mutual_messaging() {
     let node = node();
     let tester = node.mailbox("fake.os@tester:tester:test.os", true);

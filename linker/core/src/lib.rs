@@ -45,6 +45,9 @@ pub struct Input<'a> {
     /// For an API archive, why it is an input; reports carry it to every import it satisfies.
     /// Ignored for the package itself.
     pub source: Source,
+    /// The bytes' SHA-256 (lowercase hex) if the caller has it already; otherwise the report's
+    /// digest is computed here.
+    pub sha256: Option<&'a str>,
 }
 
 impl<'a> Input<'a> {
@@ -54,6 +57,17 @@ impl<'a> Input<'a> {
             name,
             bytes,
             source: Source::Given,
+            sha256: None,
+        }
+    }
+
+    /// The same input with its SHA-256 already known, so that it is not hashed twice: the linker
+    /// process hashes every input once, for its cache key and version hash, and in Wasm hashing
+    /// is most of what a large link costs. It must be the SHA-256 of `bytes`; debug builds check.
+    pub fn with_sha256(self, sha256: &'a str) -> Self {
+        Input {
+            sha256: Some(sha256),
+            ..self
         }
     }
 }
@@ -514,9 +528,16 @@ fn validate_unit(unit: &Unit, world: World) -> Result<(), InspectError> {
 }
 
 fn digest(input: &Input<'_>) -> Digest {
+    let sha256 = match input.sha256 {
+        Some(known) => {
+            debug_assert_eq!(known, sha256_hex(input.bytes), "{}'s SHA-256", input.name);
+            known.to_owned()
+        }
+        None => sha256_hex(input.bytes),
+    };
     Digest {
         name: input.name.to_owned(),
-        sha256: sha256_hex(input.bytes),
+        sha256,
         source: input.source,
     }
 }

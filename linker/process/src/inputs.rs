@@ -22,6 +22,7 @@ use crate::store;
 pub struct Caller<'a> {
     pub source: &'a Address,
     pub capabilities: &'a [Capability],
+    /// The blob, until [`gather`] takes it as the package (a large zip is not copied).
     pub blob: Option<Vec<u8>>,
 }
 
@@ -65,12 +66,13 @@ impl Named {
         Named { source, ..self }
     }
 
-    /// The input as the linking core takes it.
+    /// The input as the linking core takes it, with the digest already computed.
     pub fn input(&self) -> linker_core::Input<'_> {
         linker_core::Input {
             name: &self.name,
             bytes: &self.bytes,
             source: self.source,
+            sha256: Some(&self.sha256),
         }
     }
 }
@@ -153,7 +155,7 @@ impl LinkRequest {
 /// far as the sender may read them.
 pub fn gather(
     our: &Address,
-    caller: &Caller<'_>,
+    caller: &mut Caller<'_>,
     request: &LinkRequest,
 ) -> Result<Inputs, LinkerError> {
     for path in request.source_paths() {
@@ -172,7 +174,7 @@ pub fn gather(
         .map(|(_, m)| format!("{}:{}", m.properties.package_name, m.properties.publisher));
     let (package, installed_id) = match &request.source {
         PackageSource::Blob => {
-            let bytes = caller.blob.clone().ok_or(LinkerError::NoBlob)?;
+            let bytes = caller.blob.take().ok_or(LinkerError::NoBlob)?;
             let name = metadata_id
                 .clone()
                 .unwrap_or_else(|| "uploaded package".to_owned());

@@ -57,7 +57,7 @@ fn sideload(our: &Address, message: &Message) -> (api::Response, Option<Vec<u8>>
         metadata: Some(String::from_utf8_lossy(message.body()).into_owned()),
         apis: Vec::new(),
     };
-    let result = install_package(our, &Caller::of(message), &request);
+    let result = install_package(our, &mut Caller::of(message), &request);
     (api::Response::Install(result), None)
 }
 
@@ -74,16 +74,16 @@ fn answer(
         return (refusal(&request, error), None);
     }
     match request {
-        api::Request::Link(request) => match link(our, &Caller::of(message), &request) {
+        api::Request::Link(request) => match link(our, &mut Caller::of(message), &request) {
             Ok((_, linked)) => (api::Response::Link(Ok(linked.report)), Some(linked.bytes)),
             Err(error) => (api::Response::Link(Err(error)), None),
         },
         api::Request::Install(request) => (
-            api::Response::Install(install_package(our, &Caller::of(message), &request)),
+            api::Response::Install(install_package(our, &mut Caller::of(message), &request)),
             None,
         ),
         api::Request::Explain(request) => (
-            api::Response::Explain(explain(our, &Caller::of(message), &request)),
+            api::Response::Explain(explain(our, &mut Caller::of(message), &request)),
             None,
         ),
         api::Request::ListApis => (api::Response::ListApis(crate::apis::list()), None),
@@ -131,7 +131,7 @@ fn options() -> Options {
 /// zips consumed are mirrored.
 pub fn link(
     our: &Address,
-    caller: &Caller<'_>,
+    caller: &mut Caller<'_>,
     request: &LinkRequest,
 ) -> Result<(Inputs, Linked), LinkerError> {
     let mut inputs = inputs::gather(our, caller, request)?;
@@ -170,7 +170,7 @@ pub fn link(
 
 fn install_package(
     our: &Address,
-    caller: &Caller<'_>,
+    caller: &mut Caller<'_>,
     request: &LinkRequest,
 ) -> Result<api::InstallReport, LinkerError> {
     install_package_with(our, caller, request, Trigger::Request, Some(&[]))
@@ -180,7 +180,7 @@ fn install_package(
 /// the packages listed.
 pub fn install_package_with(
     our: &Address,
-    caller: &Caller<'_>,
+    caller: &mut Caller<'_>,
     request: &LinkRequest,
     trigger: Trigger,
     relink_except: Option<&[String]>,
@@ -197,7 +197,7 @@ pub fn install_package_with(
 /// except the packages listed.
 pub fn install_linked(
     our: &Address,
-    inputs: Inputs,
+    mut inputs: Inputs,
     linked: Linked,
     trigger: Trigger,
     relink_except: Option<&[String]>,
@@ -209,11 +209,11 @@ pub fn install_linked(
         .or_else(|| previous.as_ref().and_then(|record| record.wit_version));
     let installed = install::install(
         our,
-        &install::Upload {
+        install::Upload {
             package: &package,
-            original: &inputs.package.bytes,
+            original: std::mem::take(&mut inputs.package.bytes),
             version_hash: &inputs.package.sha256,
-            linked: &linked.bytes,
+            linked: linked.bytes,
             wit_version,
         },
     )?;
@@ -329,12 +329,12 @@ fn relink_one(our: &Address, package: &str) -> Result<api::InstallReport, Linker
             .map(api::ApiSource::Installed)
             .collect(),
     };
-    let caller = Caller {
+    let mut caller = Caller {
         source: our,
         capabilities: &[],
         blob: None,
     };
-    install_package_with(our, &caller, &request, record.trigger, None)
+    install_package_with(our, &mut caller, &request, record.trigger, None)
 }
 
 /// What the linker knows of an installed package: its state, and what was linked into it (from
@@ -407,7 +407,7 @@ fn packages() -> Result<Vec<api::PackageInfo>, LinkerError> {
 
 fn explain(
     our: &Address,
-    caller: &Caller<'_>,
+    caller: &mut Caller<'_>,
     request: &LinkRequest,
 ) -> Result<api::Explanation, LinkerError> {
     let inputs = inputs::gather(our, caller, request)?;

@@ -14,7 +14,11 @@
 //! of every thread of this process (`/proc/self/task/*/schedstat`) over the same call is shown too,
 //! and is steadier under load.
 //!
-//! `cargo bench -p linker-tests --bench node` prints a Markdown table; `LINKER_BENCH_RUNS` sets
+//! Then, per package, a `Link` request for it on the same node, with the same inputs, which the
+//! linker's cache serves: request to answer, and how much of it went to receiving and hashing the
+//! upload (the cache key needs its hash) before the linker's first VFS call.
+//!
+//! `cargo bench -p linker-tests --bench node` prints Markdown tables; `LINKER_BENCH_RUNS` sets
 //! the number of nodes per package (default 7), and `LINKER_BENCH_NODE_TSV=<file>` also writes
 //! `package  input-bytes  native-ms  in-node-ms` lines (`bench/compare.sh` reads them).
 //!
@@ -79,6 +83,7 @@ fn main() -> Result<()> {
     println!("{header}\n{rule}");
     let mut tsv = String::new();
     let mut profiles = Vec::new();
+    let mut cache_rows = Vec::new();
     for name in PACKAGES {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
             continue;
@@ -103,6 +108,9 @@ fn main() -> Result<()> {
         let (in_node, in_node_cpu) = medians(installs.iter().map(|i| Ok(i.sample)))?;
         if let Some(install) = installs.iter().find(|i| i.sample.0 == in_node) {
             profiles.push((f.id(name), install.profile.clone()));
+            if let Some((_, cached)) = &install.cached {
+                profiles.push((format!("{} (cached `Link`)", f.id(name)), cached.clone()));
+            }
         }
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
@@ -127,12 +135,31 @@ fn main() -> Result<()> {
             ));
         }
         println!("{row}");
+        let cached: Vec<&(Sample, Profile)> =
+            installs.iter().filter_map(|i| i.cached.as_ref()).collect();
+        let (hit, _) = medians(cached.iter().map(|(sample, _)| Ok(*sample)))?;
+        let mut hashing: Vec<Duration> =
+            cached.iter().map(|(_, p)| p.before_first_call()).collect();
+        hashing.sort();
+        cache_rows.push(format!(
+            "| {} | {:.2} ms | {:.2} ms | {:.2} ms |",
+            f.id(name),
+            ms(hit),
+            ms(hashing[hashing.len() / 2]),
+            ms(hit.saturating_sub(hashing[hashing.len() / 2]))
+        ));
         tsv.push_str(&format!(
             "{}\t{input_bytes}\t{:.3}\t{:.3}\n",
             f.id(name),
             ms(native),
             ms(in_node)
         ));
+    }
+    println!("\nA `Link` request for the package just installed, answered from the cache:\n");
+    println!("| package | cache hit, request to answer | of which: receiving and hashing the upload | the rest |");
+    println!("|---|---:|---:|---:|");
+    for row in &cache_rows {
+        println!("{row}");
     }
     if let Some(path) = std::env::var_os("LINKER_BENCH_NODE_TSV") {
         std::fs::write(&path, tsv).context("writing LINKER_BENCH_NODE_TSV")?;
@@ -219,20 +246,49 @@ fn native_link(
     Ok(sample)
 }
 
-/// One in-node install: its wall and CPU time, and where the linker's time went.
+/// One in-node request: its wall and CPU time, and where the linker's time went.
 struct Install {
     sample: Sample,
     profile: Profile,
+    /// The same package's `Link` request after it was installed: served from the cache.
+    cached: Option<(Sample, Profile)>,
 }
 
 /// Boots a node with the linker package `linker`, installs `dependencies` through it, then times
-/// the install of `name`.
+/// the install of `name`, then a `Link` request for it, which the cache serves.
 fn install_on_fresh_node(linker: &[u8], name: &str, dependencies: &[&str]) -> Result<Install> {
     let session = Session::with_linker(linker);
     for dep in dependencies {
         install(&session, dep)?;
     }
-    install(&session, name)
+    let mut install = install(&session, name)?;
+    install.cached = Some(cached_link(&session, name)?);
+    Ok(install)
+}
+
+/// A `Link` request for fixture `name` with the inputs it was installed with: answered from the
+/// cache, with the linked zip as the blob.
+fn cached_link(session: &Session, name: &str) -> Result<(Sample, Profile)> {
+    let f = fixtures();
+    let metadata = String::from_utf8(read(f.metadata(name)))?;
+    let request = json!({"Link": {"source": "Blob", "metadata": metadata, "apis": []}});
+    let package = read(f.package(name));
+    let start = Instant::now();
+    let ((body, blob), sample) = measure(|| {
+        session.ask(
+            &session.tester,
+            request,
+            Some(package),
+            vec![caps::messaging(LINKER)],
+        )
+    })?;
+    let end = Instant::now();
+    match (body["Link"].get("Ok"), blob) {
+        (Some(report), Some(_)) if report["cached"] == true => {
+            Ok((sample, Profile::of(&session.node.host_calls(), start, end)))
+        }
+        _ => bail!("linking {name} again was not served from the cache: {body:#}"),
+    }
 }
 
 /// Installs fixture `name` from the blob with its metadata, as the demo does; returns the time from
@@ -256,6 +312,7 @@ fn install(session: &Session, name: &str) -> Result<Install> {
         Some(report) if report["link"]["cached"] == false => Ok(Install {
             sample,
             profile: Profile::of(&session.node.host_calls(), start, end),
+            cached: None,
         }),
         Some(_) => bail!("installing {name} was served from the cache"),
         None => bail!("installing {name} failed: {:#}", body["Install"]),
@@ -293,6 +350,21 @@ impl Profile {
             at = to;
         }
         profile
+    }
+
+    /// The linker's own time before its first VFS or kernel call: for a request with the package
+    /// as its blob, hashing it (and parsing the request).
+    fn before_first_call(&self) -> Duration {
+        self.calls
+            .iter()
+            .take_while(|(call, ..)| !call.starts_with("VFS") && !call.starts_with("kernel"))
+            .map(|(_, host, before, ..)| *host + *before)
+            .sum::<Duration>()
+            + self
+                .calls
+                .iter()
+                .find(|(call, ..)| call.starts_with("VFS") || call.starts_with("kernel"))
+                .map_or(Duration::ZERO, |(_, _, before, ..)| *before)
     }
 
     /// Prints the calls grouped by kind (`VFS Write`, `kernel RunProcess`, `get-blob`, ...), the

@@ -484,9 +484,32 @@ fn exported(description: &linker_core::ApiDescription) -> impl Iterator<Item = &
         .map(|name| interface(name))
 }
 
+/// How many API descriptions the linker keeps between requests.
+const DESCRIBED: usize = 64;
+
+thread_local! {
+    /// API descriptions by name and hash: describing decodes every component of the API, and
+    /// every request that gathers its inputs from the node describes the same APIs again.
+    static DESCRIPTIONS: std::cell::RefCell<std::collections::HashMap<(String, String), linker_core::ApiDescription>> =
+        Default::default();
+}
+
+/// What an API offers, described once per name and hash while the linker runs.
 fn describe(api: &Named) -> Result<linker_core::ApiDescription, LinkerError> {
-    linker_core::describe_api(api.input(), &linker_core::Options::default())
-        .map_err(|e| LinkerError::from(&e))
+    let key = (api.name.clone(), api.sha256.clone());
+    if let Some(known) = DESCRIPTIONS.with(|memo| memo.borrow().get(&key).cloned()) {
+        return Ok(known);
+    }
+    let description = linker_core::describe_api(api.input(), &linker_core::Options::default())
+        .map_err(|e| LinkerError::from(&e))?;
+    DESCRIPTIONS.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        if memo.len() >= DESCRIBED {
+            memo.clear();
+        }
+        memo.insert(key, description.clone());
+    });
+    Ok(description)
 }
 
 /// The package id a request names without metadata: an installed package's, a download's, or

@@ -153,58 +153,62 @@ pub fn link(
     for resolution in &mut resolutions {
         session.attribute(&mut resolution.reports);
     }
+    // Each decoded component is consumed as it is linked.
+    let units = std::mem::take(&mut session.components);
     let catalog = Catalog::new(&session.providers, &session.types);
     let archive = &mut session.files.archive;
-    let mut components = Vec::with_capacity(session.components.len());
-    for ((path, unit), resolution) in session.components.iter().zip(resolutions) {
+    let mut components = Vec::with_capacity(units.len());
+    for ((path, unit), resolution) in units.into_iter().zip(resolutions) {
         let role = session
             .files
             .roles
-            .get(path)
+            .get(&path)
             .cloned()
             .unwrap_or(Role::Component);
         if options.world == World::Kinode && role != Role::Component {
-            verify::check_init(path, unit, &session.types)?;
+            verify::check_init(&path, &unit, &session.types)?;
         }
+        let sha256 = unit.sha256.clone();
         let linked = if resolution.is_empty() {
-            validate_unit(unit, options.world)?;
+            validate_unit(&unit, options.world)?;
+            verify::check_imports(&path, unit.package.bytes(), options.world)?;
             None
         } else {
             // The decoded unit keeps the component's bytes: the archive's copy is not needed while
             // composing, and the linked bytes take its place.
-            archive.files.remove(path);
-            Some(compose::compose(
-                path,
+            archive.files.remove(&path);
+            let bytes = compose::compose(
+                &path,
                 unit,
                 &resolution.plan,
                 &catalog,
+                &session.types,
                 options.world,
-            )?)
+            )?;
+            verify::check_imports(&path, &bytes, options.world)?;
+            Some(bytes)
         };
-        let bytes = linked.as_deref().unwrap_or(unit.package.bytes());
-        verify::check_imports(path, bytes, options.world)?;
         components.push(ComponentReport {
             path: path.clone(),
             role,
-            sha256: unit.sha256.clone(),
+            sha256,
             linked_sha256: linked.as_deref().map(sha256_hex),
             imports: resolution.reports,
         });
         if let Some(bytes) = linked {
-            archive.files.insert(path.clone(), bytes);
+            archive.files.insert(path, bytes);
         }
     }
     let Session {
         files,
-        components: units,
         providers,
         package_digest,
         api_digests,
         copied,
         ..
     } = session;
-    // The decoded components are done with: free them before the zip is written.
-    drop((units, providers));
+    // The libraries are done with: free them before the zip is written.
+    drop(providers);
     let report = LinkReport {
         linker: format!("kinode-link {VERSION}"),
         package: package_digest,
@@ -290,21 +294,22 @@ pub fn compose(
     if options.world == World::Kinode {
         verify::check_init(root.name, &unit, &types)?;
     }
+    let sha256 = unit.sha256.clone();
     let linked = if resolution.is_empty() {
         validate_unit(&unit, options.world)?;
         None
     } else {
         Some(compose::compose(
             root.name,
-            &unit,
+            unit,
             &resolution.plan,
             &catalog,
+            &types,
             options.world,
         )?)
     };
     let bytes = linked.unwrap_or_else(|| root.bytes.to_vec());
     verify::check_imports(root.name, &bytes, options.world)?;
-    let sha256 = unit.sha256.clone();
     let linked_sha256 = Some(sha256_hex(&bytes)).filter(|linked| *linked != sha256);
     Ok(Composed {
         report: ComponentReport {

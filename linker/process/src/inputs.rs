@@ -8,6 +8,9 @@
 //! types and ambiguity to the core. Libraries that need other libraries get them from the node
 //! the same way. Each API carries its [`Source`], so reports say what was chosen and why.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use kinode_process_lib::kernel_types::Erc721Metadata;
 
 use kinode_process_lib::{Address, Capability, Message};
@@ -328,19 +331,25 @@ impl Inputs {
     /// Adds, for every library import of the package that the APIs so far do not provide, each
     /// API on the node that exports its interface.
     fn find_on_node(&mut self) -> Result<(), LinkerError> {
-        let explanation = linker_core::explain(
-            self.package.input(),
-            &self.api_inputs(),
-            &linker_core::Options::default(),
-        )
-        .map_err(|e| LinkerError::from(&e))?;
-        let wanted: Vec<String> = explanation
-            .components
-            .iter()
-            .flat_map(|component| &component.imports)
-            .filter(|import| matches!(import.outcome, Outcome::Unmatched { .. }))
-            .map(|import| interface(&import.import).to_owned())
-            .collect();
+        let mut key = self.package.sha256.clone();
+        for api in &self.apis {
+            key.push_str(&format!(" {}={}", api.name, api.sha256));
+        }
+        let wanted = remember(&WANTED, key, || {
+            let explanation = linker_core::explain(
+                self.package.input(),
+                &self.api_inputs(),
+                &linker_core::Options::default(),
+            )
+            .map_err(|e| LinkerError::from(&e))?;
+            Ok(explanation
+                .components
+                .iter()
+                .flat_map(|component| &component.imports)
+                .filter(|import| matches!(import.outcome, Outcome::Unmatched { .. }))
+                .map(|import| interface(&import.import).to_owned())
+                .collect())
+        })?;
         self.take_exporters(&wanted)?;
         Ok(())
     }
@@ -484,32 +493,51 @@ fn exported(description: &linker_core::ApiDescription) -> impl Iterator<Item = &
         .map(|name| interface(name))
 }
 
-/// How many API descriptions the linker keeps between requests.
-const DESCRIBED: usize = 64;
+/// Results computed from inputs' bytes, by a key made of their hashes, kept while the linker runs.
+type Table<T> = RefCell<HashMap<String, T>>;
+
+/// How many results of each kind the linker keeps between requests.
+const REMEMBERED: usize = 64;
 
 thread_local! {
     /// API descriptions by name and hash: describing decodes every component of the API, and
     /// every request that gathers its inputs from the node describes the same APIs again.
-    static DESCRIPTIONS: std::cell::RefCell<std::collections::HashMap<(String, String), linker_core::ApiDescription>> =
-        Default::default();
+    static DESCRIPTIONS: Table<linker_core::ApiDescription> = Default::default();
+    /// What [`Inputs::find_on_node`] looks for, by the hashes of the package and the APIs it has:
+    /// finding it decodes the whole package.
+    static WANTED: Table<Vec<String>> = Default::default();
+}
+
+/// The value `memo` keeps for `key`, computed and kept if it has none (a failure is not kept).
+fn remember<T: Clone>(
+    memo: &'static std::thread::LocalKey<Table<T>>,
+    key: String,
+    compute: impl FnOnce() -> Result<T, LinkerError>,
+) -> Result<T, LinkerError> {
+    if let Some(known) = memo.with(|memo| memo.borrow().get(&key).cloned()) {
+        return Ok(known);
+    }
+    let value = compute()?;
+    memo.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        if memo.len() >= REMEMBERED {
+            memo.clear();
+        }
+        memo.insert(key, value.clone());
+    });
+    Ok(value)
 }
 
 /// What an API offers, described once per name and hash while the linker runs.
 fn describe(api: &Named) -> Result<linker_core::ApiDescription, LinkerError> {
-    let key = (api.name.clone(), api.sha256.clone());
-    if let Some(known) = DESCRIPTIONS.with(|memo| memo.borrow().get(&key).cloned()) {
-        return Ok(known);
-    }
-    let description = linker_core::describe_api(api.input(), &linker_core::Options::default())
-        .map_err(|e| LinkerError::from(&e))?;
-    DESCRIPTIONS.with(|memo| {
-        let mut memo = memo.borrow_mut();
-        if memo.len() >= DESCRIBED {
-            memo.clear();
-        }
-        memo.insert(key, description.clone());
-    });
-    Ok(description)
+    remember(
+        &DESCRIPTIONS,
+        format!("{}={}", api.name, api.sha256),
+        || {
+            linker_core::describe_api(api.input(), &linker_core::Options::default())
+                .map_err(|e| LinkerError::from(&e))
+        },
+    )
 }
 
 /// The package id a request names without metadata: an installed package's, a download's, or

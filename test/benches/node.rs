@@ -26,11 +26,11 @@
 //! that build of the linker package (another commit's `target/node/linker:sys.zip`), measured in
 //! the same run, so a change is compared side by side.
 //!
-//! `LINKER_BENCH_PROFILE=1` then prints, per package, where the median in-node install went: the
-//! linker's calls into the host (timed by the test host, [`HostCall`]) grouped by kind, and the
-//! rest, the linker's own code in Wasm (with the canonical ABI's copies of blobs into and out of
-//! its memory). `LINKER_BENCH_PROFILE=timeline` also lists every call, with the guest time before
-//! it, which places the guest's work between the steps it separates.
+//! `LINKER_BENCH_PROFILE=1` then prints, per package (and for the baseline), where the median
+//! in-node install went: the linker's calls into the host (timed by the test host, [`HostCall`])
+//! grouped by kind, and the rest, the linker's own code in Wasm (with the canonical ABI's copies
+//! of blobs into and out of its memory). `LINKER_BENCH_PROFILE=timeline` also lists every call,
+//! with the guest time before it, which places the guest's work between the steps it separates.
 
 use std::collections::BTreeSet;
 use std::hint::black_box;
@@ -127,6 +127,12 @@ fn main() -> Result<()> {
         );
         if baseline.is_some() {
             let (wall, cpu) = medians(baseline_installs.iter().map(|i| Ok(i.sample)))?;
+            if let Some(install) = baseline_installs.iter().find(|i| i.sample.0 == wall) {
+                profiles.push((
+                    format!("{} (baseline)", f.id(name)),
+                    install.profile.clone(),
+                ));
+            }
             row.push_str(&format!(
                 " {:.2} ms | {:.1}× | {:.1}× |",
                 ms(wall),

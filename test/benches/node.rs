@@ -395,7 +395,7 @@ impl Profile {
         }
         groups.sort_by(|a, b| b.2.cmp(&a.2));
         println!(
-            "\n#### {id}: the median install, {:.2} ms\n",
+            "\n#### {id}: the median request, {:.2} ms\n",
             ms(self.total)
         );
         println!("| where | calls | MB sent | MB received | ms | share |");

@@ -393,7 +393,7 @@ impl Profile {
                 None => groups.push((kind, 1, *host, *sent, *received)),
             }
         }
-        groups.sort_by(|a, b| b.2.cmp(&a.2));
+        groups.sort_by_key(|group| std::cmp::Reverse(group.2));
         println!(
             "\n#### {id}: the median request, {:.2} ms\n",
             ms(self.total)

@@ -14,8 +14,7 @@
 //!
 //! Before criterion runs, the binary re-runs itself once per scenario (a fresh process each) to report peak memory:
 //! the growth of the resident set during one call, inputs already loaded (`VmHWM` after resetting it through
-//! `/proc/self/clear_refs`; Linux only). A counting global allocator would need `unsafe`, which the workspace
-//! forbids.
+//! `/proc/self/clear_refs`; Linux only). The `memory` bench counts the heap with a global allocator instead.
 //!
 //! `cargo bench -p linker-tests --bench link`; `LINKER_BENCH_NO_PEAK=1` skips the memory report.
 

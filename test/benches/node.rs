@@ -14,9 +14,23 @@
 //! of every thread of this process (`/proc/self/task/*/schedstat`) over the same call is shown too,
 //! and is steadier under load.
 //!
-//! `cargo bench -p linker-tests --bench node` prints a Markdown table; `LINKER_BENCH_RUNS` sets
+//! Then, per package, a `Link` request for it on the same node, with the same inputs, which the
+//! linker's cache serves: request to answer, and how much of it went to receiving and hashing the
+//! upload (the cache key needs its hash) before the linker's first VFS call.
+//!
+//! `cargo bench -p linker-tests --bench node` prints Markdown tables; `LINKER_BENCH_RUNS` sets
 //! the number of nodes per package (default 7), and `LINKER_BENCH_NODE_TSV=<file>` also writes
 //! `package  input-bytes  native-ms  in-node-ms` lines (`bench/compare.sh` reads them).
+//!
+//! `LINKER_BENCH_BASELINE=<linker:sys.zip>` adds a column: the same installs on nodes booted with
+//! that build of the linker package (another commit's `target/node/linker:sys.zip`), measured in
+//! the same run, so a change is compared side by side.
+//!
+//! `LINKER_BENCH_PROFILE=1` then prints, per package (and for the baseline), where the median
+//! in-node install went: the linker's calls into the host (timed by the test host, [`HostCall`])
+//! grouped by kind, and the rest, the linker's own code in Wasm (with the canonical ABI's copies
+//! of blobs into and out of its memory). `LINKER_BENCH_PROFILE=timeline` also lists every call,
+//! with the guest time before it, which places the guest's work between the steps it separates.
 
 use std::collections::BTreeSet;
 use std::hint::black_box;
@@ -24,8 +38,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use linker_core::{Compression, Input, Options};
-use linker_fixtures::Fixtures;
-use linker_test_host::caps;
+use linker_fixtures::{linker_package, Fixtures};
+use linker_test_host::{caps, HostCall};
 use linker_tests::node::{fixtures, read, Session, LINKER};
 use serde_json::{json, Value};
 
@@ -48,12 +62,28 @@ fn main() -> Result<()> {
         Err(_) => 7,
     };
     let f = fixtures();
-    // Boots one node first, so that compiling `linker.wasm` is not in any figure.
-    drop(Session::new());
+    let linker = linker_package()?.zip.clone();
+    let baseline = match std::env::var_os("LINKER_BENCH_BASELINE") {
+        Some(path) => Some(std::fs::read(&path).context("reading LINKER_BENCH_BASELINE")?),
+        None => None,
+    };
+    // Boots one node of each first, so that compiling `linker.wasm` is not in any figure.
+    for zip in std::iter::once(&linker).chain(&baseline) {
+        drop(Session::with_linker(zip));
+    }
 
-    println!("| package | input | native `link` | in-node install | ratio | CPU: native | CPU: in-node | CPU ratio |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut header = String::from(
+        "| package | input | native `link` | in-node install | ratio | CPU: native | CPU: in-node | CPU ratio |",
+    );
+    let mut rule = String::from("|---|---:|---:|---:|---:|---:|---:|---:|");
+    if baseline.is_some() {
+        header.push_str(" baseline: in-node | baseline: ratio | baseline: CPU ratio |");
+        rule.push_str("---:|---:|---:|");
+    }
+    println!("{header}\n{rule}");
     let mut tsv = String::new();
+    let mut profiles = Vec::new();
+    let mut cache_rows = Vec::new();
     for name in PACKAGES {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
             continue;
@@ -67,20 +97,63 @@ fn main() -> Result<()> {
         let input_bytes = package.len() + apis.iter().map(|(_, b)| b.len()).sum::<usize>();
         let (native, native_cpu) =
             medians((0..NATIVE_RUNS).map(|_| native_link(f, name, &package, &apis)))?;
-        let (in_node, in_node_cpu) =
-            medians((0..runs).map(|_| install_on_fresh_node(name, &dependencies)))?;
+        // The two builds take turns, so that both see the same load.
+        let (mut installs, mut baseline_installs) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            installs.push(install_on_fresh_node(&linker, name, &dependencies)?);
+            if let Some(zip) = &baseline {
+                baseline_installs.push(install_on_fresh_node(zip, name, &dependencies)?);
+            }
+        }
+        let (in_node, in_node_cpu) = medians(installs.iter().map(|i| Ok(i.sample)))?;
+        if let Some(install) = installs.iter().find(|i| i.sample.0 == in_node) {
+            profiles.push((f.id(name), install.profile.clone()));
+            if let Some((_, cached)) = &install.cached {
+                profiles.push((format!("{} (cached `Link`)", f.id(name)), cached.clone()));
+            }
+        }
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        println!(
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+        let mut row = format!(
             "| {} | {:.0} KiB | {:.2} ms | {:.2} ms | {:.1}× | {:.2} ms | {:.2} ms | {:.1}× |",
             f.id(name),
             input_bytes as f64 / 1024.0,
             ms(native),
             ms(in_node),
-            in_node.as_secs_f64() / native.as_secs_f64(),
+            ratio(in_node, native),
             ms(native_cpu),
             ms(in_node_cpu),
-            in_node_cpu.as_secs_f64() / native_cpu.as_secs_f64()
+            ratio(in_node_cpu, native_cpu)
         );
+        if baseline.is_some() {
+            let (wall, cpu) = medians(baseline_installs.iter().map(|i| Ok(i.sample)))?;
+            if let Some(install) = baseline_installs.iter().find(|i| i.sample.0 == wall) {
+                profiles.push((
+                    format!("{} (baseline)", f.id(name)),
+                    install.profile.clone(),
+                ));
+            }
+            row.push_str(&format!(
+                " {:.2} ms | {:.1}× | {:.1}× |",
+                ms(wall),
+                ratio(wall, native),
+                ratio(cpu, native_cpu)
+            ));
+        }
+        println!("{row}");
+        let cached: Vec<&(Sample, Profile)> =
+            installs.iter().filter_map(|i| i.cached.as_ref()).collect();
+        let (hit, _) = medians(cached.iter().map(|(sample, _)| Ok(*sample)))?;
+        let mut hashing: Vec<Duration> =
+            cached.iter().map(|(_, p)| p.before_first_call()).collect();
+        hashing.sort();
+        cache_rows.push(format!(
+            "| {} | {:.2} ms | {:.2} ms | {:.2} ms |",
+            f.id(name),
+            ms(hit),
+            ms(hashing[hashing.len() / 2]),
+            ms(hit.saturating_sub(hashing[hashing.len() / 2]))
+        ));
         tsv.push_str(&format!(
             "{}\t{input_bytes}\t{:.3}\t{:.3}\n",
             f.id(name),
@@ -88,8 +161,19 @@ fn main() -> Result<()> {
             ms(in_node)
         ));
     }
+    println!("\nA `Link` request for the package just installed, answered from the cache:\n");
+    println!("| package | cache hit, request to answer | of which: receiving and hashing the upload | the rest |");
+    println!("|---|---:|---:|---:|");
+    for row in &cache_rows {
+        println!("{row}");
+    }
     if let Some(path) = std::env::var_os("LINKER_BENCH_NODE_TSV") {
         std::fs::write(&path, tsv).context("writing LINKER_BENCH_NODE_TSV")?;
+    }
+    match std::env::var("LINKER_BENCH_PROFILE").as_deref() {
+        Ok("1") => profiles.iter().for_each(|(id, p)| p.print(id, false)),
+        Ok("timeline") => profiles.iter().for_each(|(id, p)| p.print(id, true)),
+        _ => {}
     }
     Ok(())
 }
@@ -168,22 +252,59 @@ fn native_link(
     Ok(sample)
 }
 
-/// Boots a node, installs `dependencies` through the linker, then times the install of `name`.
-fn install_on_fresh_node(name: &str, dependencies: &[&str]) -> Result<Sample> {
-    let session = Session::new();
+/// One in-node request: its wall and CPU time, and where the linker's time went.
+struct Install {
+    sample: Sample,
+    profile: Profile,
+    /// The same package's `Link` request after it was installed: served from the cache.
+    cached: Option<(Sample, Profile)>,
+}
+
+/// Boots a node with the linker package `linker`, installs `dependencies` through it, then times
+/// the install of `name`, then a `Link` request for it, which the cache serves.
+fn install_on_fresh_node(linker: &[u8], name: &str, dependencies: &[&str]) -> Result<Install> {
+    let session = Session::with_linker(linker);
     for dep in dependencies {
         install(&session, dep)?;
     }
-    install(&session, name)
+    let mut install = install(&session, name)?;
+    install.cached = Some(cached_link(&session, name)?);
+    Ok(install)
+}
+
+/// A `Link` request for fixture `name` with the inputs it was installed with: answered from the
+/// cache, with the linked zip as the blob.
+fn cached_link(session: &Session, name: &str) -> Result<(Sample, Profile)> {
+    let f = fixtures();
+    let metadata = String::from_utf8(read(f.metadata(name)))?;
+    let request = json!({"Link": {"source": "Blob", "metadata": metadata, "apis": []}});
+    let package = read(f.package(name));
+    let start = Instant::now();
+    let ((body, blob), sample) = measure(|| {
+        session.ask(
+            &session.tester,
+            request,
+            Some(package),
+            vec![caps::messaging(LINKER)],
+        )
+    })?;
+    let end = Instant::now();
+    match (body["Link"].get("Ok"), blob) {
+        (Some(report), Some(_)) if report["cached"] == true => {
+            Ok((sample, Profile::of(&session.node.host_calls(), start, end)))
+        }
+        _ => bail!("linking {name} again was not served from the cache: {body:#}"),
+    }
 }
 
 /// Installs fixture `name` from the blob with its metadata, as the demo does; returns the time from
-/// request to answer.
-fn install(session: &Session, name: &str) -> Result<Sample> {
+/// request to answer, and the linker's calls into the host meanwhile.
+fn install(session: &Session, name: &str) -> Result<Install> {
     let f = fixtures();
     let metadata = String::from_utf8(read(f.metadata(name)))?;
     let package = read(f.package(name));
     let request = json!({"Install": {"source": "Blob", "metadata": metadata, "apis": []}});
+    let start = Instant::now();
     let ((body, _), sample) = measure(|| {
         session.ask(
             &session.tester,
@@ -192,10 +313,121 @@ fn install(session: &Session, name: &str) -> Result<Sample> {
             vec![caps::messaging(LINKER)],
         )
     })?;
+    let end = Instant::now();
     match body["Install"].get("Ok") {
-        Some(report) if report["link"]["cached"] == false => Ok(sample),
+        Some(report) if report["link"]["cached"] == false => Ok(Install {
+            sample,
+            profile: Profile::of(&session.node.host_calls(), start, end),
+            cached: None,
+        }),
         Some(_) => bail!("installing {name} was served from the cache"),
         None => bail!("installing {name} failed: {:#}", body["Install"]),
+    }
+}
+
+/// Where the linker's time went during one install: its calls into the host, each clipped to
+/// the install, and the time before each that it ran its own code.
+#[derive(Clone)]
+struct Profile {
+    total: Duration,
+    /// `(call, time in the host, guest time before it, bytes sent, bytes received)`, in order.
+    calls: Vec<(String, Duration, Duration, usize, usize)>,
+}
+
+impl Profile {
+    fn of(calls: &[HostCall], start: Instant, end: Instant) -> Profile {
+        let mut at = start;
+        let mut profile = Profile {
+            total: end - start,
+            calls: Vec::new(),
+        };
+        for call in calls.iter().filter(|c| c.process == "linker:linker:sys") {
+            let (from, to) = (call.start.max(start), (call.start + call.elapsed).min(end));
+            if to <= from {
+                continue;
+            }
+            profile.calls.push((
+                call.call.clone(),
+                to - from,
+                from.saturating_duration_since(at),
+                call.sent,
+                call.received,
+            ));
+            at = to;
+        }
+        profile
+    }
+
+    /// The linker's own time before its first VFS or kernel call: for a request with the package
+    /// as its blob, hashing it (and parsing the request).
+    fn before_first_call(&self) -> Duration {
+        self.calls
+            .iter()
+            .take_while(|(call, ..)| !call.starts_with("VFS") && !call.starts_with("kernel"))
+            .map(|(_, host, before, ..)| *host + *before)
+            .sum::<Duration>()
+            + self
+                .calls
+                .iter()
+                .find(|(call, ..)| call.starts_with("VFS") || call.starts_with("kernel"))
+                .map_or(Duration::ZERO, |(_, _, before, ..)| *before)
+    }
+
+    /// Prints the calls grouped by kind (`VFS Write`, `kernel RunProcess`, `get-blob`, ...), the
+    /// guest's time, and with `timeline` every call.
+    fn print(&self, id: &str, timeline: bool) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let mb = |b: usize| b as f64 / 1e6;
+        let mut groups: Vec<(String, usize, Duration, usize, usize)> = Vec::new();
+        let mut guest = self.total;
+        for (call, host, _, sent, received) in &self.calls {
+            guest = guest.saturating_sub(*host);
+            let kind = call.split(' ').take(2).collect::<Vec<_>>().join(" ");
+            match groups.iter_mut().find(|g| g.0 == kind) {
+                Some(group) => {
+                    group.1 += 1;
+                    group.2 += *host;
+                    group.3 += sent;
+                    group.4 += received;
+                }
+                None => groups.push((kind, 1, *host, *sent, *received)),
+            }
+        }
+        groups.sort_by_key(|group| std::cmp::Reverse(group.2));
+        println!(
+            "\n#### {id}: the median request, {:.2} ms\n",
+            ms(self.total)
+        );
+        println!("| where | calls | MB sent | MB received | ms | share |");
+        println!("|---|---:|---:|---:|---:|---:|");
+        let share = |d: Duration| 100.0 * d.as_secs_f64() / self.total.as_secs_f64();
+        println!(
+            "| guest: the linker's own code in Wasm | | | | {:.2} | {:.0} % |",
+            ms(guest),
+            share(guest)
+        );
+        for (kind, count, time, sent, received) in &groups {
+            println!(
+                "| host: {kind} | {count} | {:.2} | {:.2} | {:.2} | {:.0} % |",
+                mb(*sent),
+                mb(*received),
+                ms(*time),
+                share(*time)
+            );
+        }
+        if timeline {
+            println!("\n| guest before, ms | call | host, ms | MB sent | MB received |");
+            println!("|---:|---|---:|---:|---:|");
+            for (call, host, before, sent, received) in &self.calls {
+                println!(
+                    "| {:.2} | `{call}` | {:.2} | {:.2} | {:.2} |",
+                    ms(*before),
+                    ms(*host),
+                    mb(*sent),
+                    mb(*received)
+                );
+            }
+        }
     }
 }
 

@@ -52,8 +52,14 @@ impl Session {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         let linker = linker_package().expect("the linker package builds");
+        Session::with_linker(&linker.zip)
+    }
+
+    /// [`Session::new`] with another build of the `linker:sys` package zip (a benchmark's
+    /// baseline).
+    pub fn with_linker(zip: &[u8]) -> Self {
         let node = Node::new(NODE).expect("the test node starts");
-        node.boot_package("linker:sys", &linker.zip, Some(1))
+        node.boot_package("linker:sys", zip, Some(1))
             .expect("the linker boots");
         let tester = Session::local_sender(&node, TESTER);
         node.grant(&process(TESTER), vec![caps::messaging(LINKER)]);

@@ -7,8 +7,8 @@
 //! so the error names the file that is broken.
 
 use thiserror::Error;
-use wac_graph::types::Package;
-use wac_graph::{CompositionGraph, EncodeOptions, NodeId, Processor};
+use wac_graph::types::{Package, Types};
+use wac_graph::{CompositionGraph, EncodeOptions, NodeId, PackageId, Processor};
 
 use crate::abilities;
 use crate::inspect::{self, InspectError, Unit, World};
@@ -37,28 +37,35 @@ pub enum ComposeError {
     },
 }
 
-/// Composes `root` with the libraries of `plan` and validates the result for `world`.
+/// Composes `root` with the libraries of `plan` and validates the result for `world`. The root's
+/// package moves into the composition graph (whose types start as a copy of `types`, where it
+/// was decoded), so a large component is neither copied nor decoded again.
 pub(crate) fn compose(
     component: &str,
-    root: &Unit,
+    root: Unit,
     plan: &Plan,
     guards: &[Option<Vec<u8>>],
     catalog: &Catalog<'_>,
+    types: &Types,
     world: World,
 ) -> Result<Vec<u8>, LinkError> {
-    let bytes = encode(component, root, plan, guards, catalog)?;
+    let Unit {
+        origin, package, ..
+    } = root;
+    let (graph, root_package, bytes) = encode(component, package, plan, guards, catalog, types)?;
     let Err(reason) = inspect::validate(&bytes, world) else {
         return Ok(bytes);
     };
-    let parts = std::iter::once(root).chain(
-        plan.instances
-            .iter()
-            .map(|planned| catalog.provider(planned.provider)),
+    let parts = std::iter::once((&origin, graph[root_package].bytes())).chain(
+        plan.instances.iter().map(|planned| {
+            let unit = catalog.provider(planned.provider);
+            (&unit.origin, unit.package.bytes())
+        }),
     );
-    for unit in parts {
-        if let Err(reason) = inspect::validate(unit.package.bytes(), world) {
+    for (origin, bytes) in parts {
+        if let Err(reason) = inspect::validate(bytes, world) {
             return Err(InspectError::InvalidComponent {
-                origin: unit.origin.clone(),
+                origin: origin.clone(),
                 reason,
             }
             .into());
@@ -71,20 +78,23 @@ pub(crate) fn compose(
     .into())
 }
 
-/// Builds and encodes the composition graph, unvalidated. A library with a guard gets the
-/// guard's `standard` in place of the runtime's.
+/// Builds and encodes the composition graph, unvalidated; returns the graph, the root's package
+/// in it, and the encoded component. A library with a guard gets the guard's `standard` in place
+/// of the runtime's.
 fn encode(
     component: &str,
-    root: &Unit,
+    root: Package,
     plan: &Plan,
     guards: &[Option<Vec<u8>>],
     catalog: &Catalog<'_>,
-) -> Result<Vec<u8>, ComposeError> {
+    types: &Types,
+) -> Result<(CompositionGraph, PackageId, Vec<u8>), ComposeError> {
     let fail = |reason: String| ComposeError::Graph {
         component: component.to_owned(),
         reason,
     };
     let mut graph = CompositionGraph::new();
+    *graph.types_mut() = types.clone();
     let register = |graph: &mut CompositionGraph, name: String, unit: &Unit| {
         let package = Package::from_bytes(&name, None, unit.package.bytes(), graph.types_mut())
             .map_err(|error| fail(format!("{}: {error:#}", unit.origin)))?;
@@ -104,7 +114,9 @@ fn encode(
         }
         instances.push(instance);
     }
-    let package = register(&mut graph, "root".to_owned(), root)?;
+    let package = graph
+        .register_package(root)
+        .map_err(|error| fail(error.to_string()))?;
     let instance = graph.instantiate(package);
     connect(&mut graph, instance, &plan.root_args, &instances).map_err(&fail)?;
 
@@ -130,9 +142,10 @@ fn encode(
         validate: false,
         ..EncodeOptions::default()
     };
-    graph
+    let bytes = graph
         .encode(options)
-        .map_err(|error| fail(format!("{error:#}")))
+        .map_err(|error| fail(format!("{error:#}")))?;
+    Ok((graph, package, bytes))
 }
 
 /// Instantiates a configured guard and feeds its `standard` export to the library `instance`

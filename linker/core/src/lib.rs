@@ -53,6 +53,9 @@ pub struct Input<'a> {
     /// For an API archive, why it is an input; reports carry it to every import it satisfies.
     /// Ignored for the package itself.
     pub source: Source,
+    /// The bytes' SHA-256 (lowercase hex) if the caller has it already; otherwise the report's
+    /// digest is computed here.
+    pub sha256: Option<&'a str>,
 }
 
 impl<'a> Input<'a> {
@@ -62,6 +65,17 @@ impl<'a> Input<'a> {
             name,
             bytes,
             source: Source::Given,
+            sha256: None,
+        }
+    }
+
+    /// The same input with its SHA-256 already known, so that it is not hashed twice: the linker
+    /// process hashes every input once, for its cache key and version hash, and in Wasm hashing
+    /// is most of what a large link costs. It must be the SHA-256 of `bytes`; debug builds check.
+    pub fn with_sha256(self, sha256: &'a str) -> Self {
+        Input {
+            sha256: Some(sha256),
+            ..self
         }
     }
 }
@@ -153,9 +167,10 @@ pub fn link(
     for resolution in &mut resolutions {
         session.attribute(&mut resolution.reports);
     }
+    // Each decoded component is consumed as it is linked.
+    let units = std::mem::take(&mut session.components);
     let catalog = Catalog::new(&session.providers, &session.types);
-    let audits = session
-        .components
+    let audits = units
         .iter()
         .zip(&resolutions)
         .map(|((path, unit), resolution)| {
@@ -185,60 +200,60 @@ pub fn link(
         return Err(BoundsError::Forbidden { forbidden }.into());
     }
     let archive = &mut session.files.archive;
-    let mut components = Vec::with_capacity(session.components.len());
-    for (((path, unit), resolution), audit) in
-        session.components.iter().zip(resolutions).zip(audits)
-    {
+    let mut components = Vec::with_capacity(units.len());
+    for (((path, unit), resolution), audit) in units.into_iter().zip(resolutions).zip(audits) {
         let role = session
             .files
             .roles
-            .get(path)
+            .get(&path)
             .cloned()
             .unwrap_or(Role::Component);
         if options.world == World::Kinode && role != Role::Component {
-            verify::check_init(path, unit, &session.types)?;
+            verify::check_init(&path, &unit, &session.types)?;
         }
+        let sha256 = unit.sha256.clone();
         let linked = if resolution.is_empty() {
-            validate_unit(unit, options.world)?;
+            validate_unit(&unit, options.world)?;
+            verify::check_imports(&path, unit.package.bytes(), options.world)?;
             None
         } else {
             // The decoded unit keeps the component's bytes: the archive's copy is not needed while
             // composing, and the linked bytes take its place.
-            archive.files.remove(path);
-            Some(compose::compose(
-                path,
+            archive.files.remove(&path);
+            let bytes = compose::compose(
+                &path,
                 unit,
                 &resolution.plan,
                 &audit.guards,
                 &catalog,
+                &session.types,
                 options.world,
-            )?)
+            )?;
+            verify::check_imports(&path, &bytes, options.world)?;
+            Some(bytes)
         };
-        let bytes = linked.as_deref().unwrap_or(unit.package.bytes());
-        verify::check_imports(path, bytes, options.world)?;
         components.push(ComponentReport {
             path: path.clone(),
             role,
-            sha256: unit.sha256.clone(),
+            sha256,
             linked_sha256: linked.as_deref().map(sha256_hex),
             imports: resolution.reports,
             libraries: audit.libraries,
         });
         if let Some(bytes) = linked {
-            archive.files.insert(path.clone(), bytes);
+            archive.files.insert(path, bytes);
         }
     }
     let Session {
         files,
-        components: units,
         providers,
         package_digest,
         api_digests,
         copied,
         ..
     } = session;
-    // The decoded components are done with: free them before the zip is written.
-    drop((units, providers));
+    // The libraries are done with: free them before the zip is written.
+    drop(providers);
     let report = LinkReport {
         linker: format!("kinode-link {VERSION}"),
         package: package_digest,
@@ -343,22 +358,23 @@ pub fn compose(
         &Bounds::default(),
         false,
     )?;
+    let sha256 = unit.sha256.clone();
     let linked = if resolution.is_empty() {
         validate_unit(&unit, options.world)?;
         None
     } else {
         Some(compose::compose(
             root.name,
-            &unit,
+            unit,
             &resolution.plan,
             &audit.guards,
             &catalog,
+            &types,
             options.world,
         )?)
     };
     let bytes = linked.unwrap_or_else(|| root.bytes.to_vec());
     verify::check_imports(root.name, &bytes, options.world)?;
-    let sha256 = unit.sha256.clone();
     let linked_sha256 = Some(sha256_hex(&bytes)).filter(|linked| *linked != sha256);
     Ok(Composed {
         report: ComponentReport {
@@ -586,9 +602,16 @@ fn validate_unit(unit: &Unit, world: World) -> Result<(), InspectError> {
 }
 
 fn digest(input: &Input<'_>) -> Digest {
+    let sha256 = match input.sha256 {
+        Some(known) => {
+            debug_assert_eq!(known, sha256_hex(input.bytes), "{}'s SHA-256", input.name);
+            known.to_owned()
+        }
+        None => sha256_hex(input.bytes),
+    };
     Digest {
         name: input.name.to_owned(),
-        sha256: sha256_hex(input.bytes),
+        sha256,
         source: input.source,
     }
 }

@@ -8,6 +8,9 @@
 //! types and ambiguity to the core. Libraries that need other libraries get them from the node
 //! the same way. Each API carries its [`Source`], so reports say what was chosen and why.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use kinode_process_lib::kernel_types::Erc721Metadata;
 
 use kinode_process_lib::{Address, Capability};
@@ -15,7 +18,6 @@ use linker_core::{Outcome, Source};
 
 use crate::api::{self, ApiSource, LinkRequest, LinkerError, PackageSource};
 use crate::auth;
-use crate::mailbox::Incoming;
 use crate::node;
 use crate::store;
 
@@ -23,18 +25,8 @@ use crate::store;
 pub struct Caller<'a> {
     pub source: &'a Address,
     pub capabilities: &'a [Capability],
-    pub blob: Option<&'a [u8]>,
-}
-
-impl<'a> Caller<'a> {
-    /// The sender of a request.
-    pub fn of(incoming: &'a Incoming) -> Self {
-        Caller {
-            source: &incoming.source,
-            capabilities: &incoming.capabilities,
-            blob: incoming.blob.as_deref(),
-        }
-    }
+    /// The blob, until [`gather`] takes it as the package (a large zip is not copied).
+    pub blob: Option<Vec<u8>>,
 }
 
 /// An input, named as the linker reports it, hashed once.
@@ -66,12 +58,13 @@ impl Named {
         Named { source, ..self }
     }
 
-    /// The input as the linking core takes it.
+    /// The input as the linking core takes it, with the digest already computed.
     pub fn input(&self) -> linker_core::Input<'_> {
         linker_core::Input {
             name: &self.name,
             bytes: &self.bytes,
             source: self.source,
+            sha256: Some(&self.sha256),
         }
     }
 }
@@ -154,7 +147,7 @@ impl LinkRequest {
 /// far as the sender may read them.
 pub fn gather(
     our: &Address,
-    caller: &Caller<'_>,
+    caller: &mut Caller<'_>,
     request: &LinkRequest,
 ) -> Result<Inputs, LinkerError> {
     for path in request.source_paths() {
@@ -173,7 +166,7 @@ pub fn gather(
         .map(|(_, m)| format!("{}:{}", m.properties.package_name, m.properties.publisher));
     let (package, installed_id) = match &request.source {
         PackageSource::Blob => {
-            let bytes = caller.blob.map(<[u8]>::to_vec).ok_or(LinkerError::NoBlob)?;
+            let bytes = caller.blob.take().ok_or(LinkerError::NoBlob)?;
             let name = metadata_id
                 .clone()
                 .unwrap_or_else(|| "uploaded package".to_owned());
@@ -327,19 +320,25 @@ impl Inputs {
     /// Adds, for every library import of the package that the APIs so far do not provide, each
     /// API on the node that exports its interface.
     fn find_on_node(&mut self) -> Result<(), LinkerError> {
-        let explanation = linker_core::explain(
-            self.package.input(),
-            &self.api_inputs(),
-            &linker_core::Options::default(),
-        )
-        .map_err(|e| LinkerError::from(&e))?;
-        let wanted: Vec<String> = explanation
-            .components
-            .iter()
-            .flat_map(|component| &component.imports)
-            .filter(|import| matches!(import.outcome, Outcome::Unmatched { .. }))
-            .map(|import| interface(&import.import).to_owned())
-            .collect();
+        let mut key = self.package.sha256.clone();
+        for api in &self.apis {
+            key.push_str(&format!(" {}={}", api.name, api.sha256));
+        }
+        let wanted = remember(&WANTED, key, || {
+            let explanation = linker_core::explain(
+                self.package.input(),
+                &self.api_inputs(),
+                &linker_core::Options::default(),
+            )
+            .map_err(|e| LinkerError::from(&e))?;
+            Ok(explanation
+                .components
+                .iter()
+                .flat_map(|component| &component.imports)
+                .filter(|import| matches!(import.outcome, Outcome::Unmatched { .. }))
+                .map(|import| interface(&import.import).to_owned())
+                .collect())
+        })?;
         self.take_exporters(&wanted)?;
         Ok(())
     }
@@ -483,9 +482,51 @@ fn exported(description: &linker_core::ApiDescription) -> impl Iterator<Item = &
         .map(|name| interface(name))
 }
 
+/// Results computed from inputs' bytes, by a key made of their hashes, kept while the linker runs.
+type Table<T> = RefCell<HashMap<String, T>>;
+
+/// How many results of each kind the linker keeps between requests.
+const REMEMBERED: usize = 64;
+
+thread_local! {
+    /// API descriptions by name and hash: describing decodes every component of the API, and
+    /// every request that gathers its inputs from the node describes the same APIs again.
+    static DESCRIPTIONS: Table<linker_core::ApiDescription> = Default::default();
+    /// What [`Inputs::find_on_node`] looks for, by the hashes of the package and the APIs it has:
+    /// finding it decodes the whole package.
+    static WANTED: Table<Vec<String>> = Default::default();
+}
+
+/// The value `memo` keeps for `key`, computed and kept if it has none (a failure is not kept).
+fn remember<T: Clone>(
+    memo: &'static std::thread::LocalKey<Table<T>>,
+    key: String,
+    compute: impl FnOnce() -> Result<T, LinkerError>,
+) -> Result<T, LinkerError> {
+    if let Some(known) = memo.with(|memo| memo.borrow().get(&key).cloned()) {
+        return Ok(known);
+    }
+    let value = compute()?;
+    memo.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        if memo.len() >= REMEMBERED {
+            memo.clear();
+        }
+        memo.insert(key, value.clone());
+    });
+    Ok(value)
+}
+
+/// What an API offers, described once per name and hash while the linker runs.
 fn describe(api: &Named) -> Result<linker_core::ApiDescription, LinkerError> {
-    linker_core::describe_api(api.input(), &linker_core::Options::default())
-        .map_err(|e| LinkerError::from(&e))
+    remember(
+        &DESCRIPTIONS,
+        format!("{}={}", api.name, api.sha256),
+        || {
+            linker_core::describe_api(api.input(), &linker_core::Options::default())
+                .map_err(|e| LinkerError::from(&e))
+        },
+    )
 }
 
 /// The package id a request names without metadata: an installed package's, a download's, or

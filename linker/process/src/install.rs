@@ -58,16 +58,17 @@ struct Version {
     hash: String,
 }
 
-/// A linked package to install.
+/// A linked package to install. The zips are moved into the node, not copied: for a large
+/// package each copy costs the linker guest memory and time.
 pub struct Upload<'a> {
     /// `name:publisher`.
     pub package: &'a str,
     /// The zip as uploaded.
-    pub original: &'a [u8],
+    pub original: Vec<u8>,
     /// Its SHA-256: the app store's version hash.
     pub version_hash: &'a str,
     /// The linked zip.
-    pub linked: &'a [u8],
+    pub linked: Vec<u8>,
     pub wit_version: Option<u32>,
 }
 
@@ -82,23 +83,23 @@ pub struct Installed {
 }
 
 /// Installs `upload`, or leaves the node as it was and says what became of the previous version.
-pub fn install(our: &Address, upload: &Upload<'_>) -> Result<Installed, LinkerError> {
+pub fn install(our: &Address, upload: Upload<'_>) -> Result<Installed, LinkerError> {
     let package = upload.package;
     let limits = linker_core::Limits::default();
-    let files = Archive::read(package, upload.linked, &limits)
+    let mut files = Archive::read(package, &upload.linked, &limits)
         .map_err(|e| LinkerError::from(&linker_core::LinkError::from(e)))?
         .files;
     let new = Version {
-        processes: processes(package, &files)?,
-        zip: upload.linked.to_vec(),
+        processes: processes(package, &mut files)?,
+        zip: upload.linked,
         writes: vec![
-            (format!("{package}.zip"), upload.original.to_vec()),
+            (format!("{package}.zip"), upload.original),
             (
                 store::MARKER.to_owned(),
                 upload.version_hash.as_bytes().to_vec(),
             ),
         ],
-        api: files.get("api.zip").cloned(),
+        api: files.remove("api.zip"),
         wit_version: upload.wit_version,
         hash: upload.version_hash.to_owned(),
     };
@@ -129,18 +130,19 @@ pub fn install(our: &Address, upload: &Upload<'_>) -> Result<Installed, LinkerEr
     for id in &old_ids {
         kill(our, id);
     }
-    let result = apply(our, package, &new);
+    let has_api = new.api.is_some();
+    let result = apply(our, package, new);
     let outcome = match result {
         Ok(started) => Ok(Installed {
             processes: started,
             replaced: previous.as_ref().map(|p| p.hash.clone()),
-            has_api: new.api.is_some(),
+            has_api,
         }),
         Err((failed, initialised)) => {
             for id in &initialised {
                 kill(our, id);
             }
-            let previous = restore(our, package, previous.as_ref());
+            let previous = restore(our, package, previous);
             Err(LinkerError::InstallFailed(InstallFailure {
                 failed,
                 previous,
@@ -219,7 +221,7 @@ fn roll_back(our: &Address, journal: &store::Journal) -> Result<String, StepFail
     for id in &journal.processes {
         kill(our, id);
     }
-    match restore(our, package, previous.as_ref()) {
+    match restore(our, package, previous) {
         PreviousVersion::None => Ok("no version was installed before, so it is removed".to_owned()),
         PreviousVersion::Restored(hash) => Ok(format!("its previous version {hash} runs again")),
         PreviousVersion::RestoreFailed(failure) => Err(failure),
@@ -236,10 +238,11 @@ fn backed_up(
         step: format!("Read the backup of {package}"),
         reason,
     };
-    let files = Archive::read(package, &zip, &linker_core::Limits::default())
+    let mut files = Archive::read(package, &zip, &linker_core::Limits::default())
         .map_err(|e| unreadable(e.to_string()))?
         .files;
-    let processes = processes(package, &files).map_err(|error| unreadable(format!("{error:?}")))?;
+    let processes =
+        processes(package, &mut files).map_err(|error| unreadable(format!("{error:?}")))?;
     Ok(installed_version(
         zip,
         processes,
@@ -267,55 +270,64 @@ fn installed_version(
 }
 
 /// Puts the previous version back, or removes what the failed install wrote.
-fn restore(our: &Address, package: &str, previous: Option<&Version>) -> PreviousVersion {
+fn restore(our: &Address, package: &str, previous: Option<Version>) -> PreviousVersion {
     match previous {
         None => match node::expect_ok(&format!("/{package}/pkg"), VfsAction::RemoveDirAll, None) {
             Ok(()) => PreviousVersion::None,
             Err(failure) => PreviousVersion::RestoreFailed(failure),
         },
-        Some(version) => match apply(our, package, version) {
-            Ok(_) => PreviousVersion::Restored(version.hash.clone()),
-            Err((failure, _)) => PreviousVersion::RestoreFailed(failure),
-        },
+        Some(version) => {
+            let hash = version.hash.clone();
+            match apply(our, package, version) {
+                Ok(_) => PreviousVersion::Restored(hash),
+                Err((failure, _)) => PreviousVersion::RestoreFailed(failure),
+            }
+        }
     }
 }
 
-/// Writes a version's files and starts its processes. On failure, returns the failed step and the
-/// processes initialised so far.
+/// Writes a version's files and starts its processes, handing its bytes to the node. On failure,
+/// returns the failed step and the processes initialised so far.
 fn apply(
     our: &Address,
     package: &str,
-    version: &Version,
+    version: Version,
 ) -> Result<Vec<String>, (StepFailure, Vec<String>)> {
     let drive = format!("/{package}/pkg");
+    let Version {
+        zip,
+        writes,
+        api,
+        processes,
+        wit_version,
+        ..
+    } = version;
     let files = || -> Result<(), StepFailure> {
         node::expect_ok(&drive, VfsAction::CreateDrive, None)?;
         node::expect_ok(&drive, VfsAction::RemoveDirAll, None)?;
-        node::expect_ok(&drive, VfsAction::AddZip, Some(version.zip.clone()))?;
-        for (path, bytes) in &version.writes {
-            node::write(&format!("{drive}/{path}"), bytes.clone())?;
+        node::expect_ok(&drive, VfsAction::AddZip, Some(zip))?;
+        for (path, bytes) in writes {
+            node::write(&format!("{drive}/{path}"), bytes)?;
         }
-        if let Some(api) = &version.api {
-            node::expect_ok(
-                &format!("{drive}/api"),
-                VfsAction::AddZip,
-                Some(api.clone()),
-            )?;
+        if let Some(api) = api {
+            node::expect_ok(&format!("{drive}/api"), VfsAction::AddZip, Some(api))?;
         }
         Ok(())
     };
     files().map_err(|failure| (failure, Vec::new()))?;
 
     let mut initialised = Vec::new();
-    for (entry, wasm) in &version.processes {
+    let mut entries = Vec::with_capacity(processes.len());
+    for (entry, wasm) in processes {
         let id = process_id(&entry.process_name, package);
-        let result = initialise(our, package, &id, entry, wasm, version.wit_version);
+        let result = initialise(our, package, &id, &entry, wasm, wit_version);
+        entries.push(entry);
         if let Err(failure) = result {
             return Err((failure, initialised));
         }
         initialised.push(id);
     }
-    for (entry, _) in &version.processes {
+    for entry in &entries {
         let id = process_id(&entry.process_name, package);
         let issuer = Address::new(our.node(), parse_id(&id));
         for (target, params) in grants(&entry.grant_capabilities) {
@@ -350,7 +362,7 @@ fn initialise(
     package: &str,
     id: &str,
     entry: &PackageManifestEntry,
-    wasm: &[u8],
+    wasm: Vec<u8>,
     wit_version: Option<u32>,
 ) -> Result<(), StepFailure> {
     let path = entry.process_wasm_path.trim_start_matches('/');
@@ -362,7 +374,7 @@ fn initialise(
         initial_capabilities: Default::default(),
         public: entry.public,
     };
-    match node::kernel(our, &command, Some(wasm.to_vec()), true)? {
+    match node::kernel(our, &command, Some(wasm), true)? {
         Some(KernelResponse::InitializedProcess) => {}
         other => {
             return Err(StepFailure {
@@ -447,10 +459,11 @@ fn cap_parts(value: &serde_json::Value) -> Option<(ProcessId, String)> {
     }
 }
 
-/// The manifest's processes with their wasm, checked before anything changes.
+/// The manifest's processes with their wasm, checked before anything changes. Each wasm is taken
+/// out of `files`, or copied if two processes share it.
 fn processes(
     package: &str,
-    files: &BTreeMap<String, Vec<u8>>,
+    files: &mut BTreeMap<String, Vec<u8>>,
 ) -> Result<Vec<(PackageManifestEntry, Vec<u8>)>, LinkerError> {
     let invalid = |message: String| {
         LinkerError::Package(api::Problem {
@@ -464,17 +477,27 @@ fn processes(
         .ok_or_else(|| invalid(format!("`{package}` has no manifest.json")))?;
     let entries: Vec<PackageManifestEntry> = serde_json::from_slice(manifest)
         .map_err(|e| invalid(format!("`{package}`: manifest.json is invalid: {e}")))?;
+    let paths: Vec<String> = entries
+        .iter()
+        .map(|entry| entry.process_wasm_path.trim_start_matches('/').to_owned())
+        .collect();
     entries
         .into_iter()
-        .map(|entry| {
+        .zip(&paths)
+        .enumerate()
+        .map(|(index, (entry, path))| {
             if !kimap_safe(&entry.process_name) {
                 return Err(invalid(format!(
                     "`{package}`: process name `{}` may hold only a-z, 0-9 and -",
                     entry.process_name
                 )));
             }
-            let path = entry.process_wasm_path.trim_start_matches('/');
-            let wasm = files.get(path).cloned().ok_or_else(|| {
+            let wasm = if paths[index + 1..].contains(path) {
+                files.get(path).cloned()
+            } else {
+                files.remove(path)
+            };
+            let wasm = wasm.ok_or_else(|| {
                 invalid(format!(
                     "`{package}`: manifest.json names `{path}`, which is not in the package"
                 ))
@@ -502,19 +525,28 @@ fn snapshot(package: &str) -> Result<Option<Version>, StepFailure> {
     if !files.contains_key("manifest.json") {
         return Ok(None);
     }
-    let hash = files
-        .get(&format!("{package}.zip"))
-        .map_or_else(|| "unknown".to_owned(), |zip| sha256_hex(zip));
+    // The linker's marker holds the hash of the zip it installed beside it; only a version
+    // installed without the linker has its zip hashed here.
+    let marked = files
+        .get(store::MARKER)
+        .and_then(|marker| std::str::from_utf8(marker).ok())
+        .map(str::trim)
+        .filter(|hash| hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+    let hash = match (marked, files.get(&format!("{package}.zip"))) {
+        (Some(hash), _) => hash.to_owned(),
+        (None, Some(zip)) => sha256_hex(zip),
+        (None, None) => "unknown".to_owned(),
+    };
     let wit_version = store::record(package)?.and_then(|record| record.wit_version);
-    let processes = processes(package, &files).map_err(|error| StepFailure {
+    let mut archive = Archive {
+        name: package.to_owned(),
+        files,
+    };
+    let zip = archive.write(Compression::Stored);
+    let processes = processes(package, &mut archive.files).map_err(|error| StepFailure {
         step: format!("Read {drive}/manifest.json"),
         reason: format!("{error:?}"),
     })?;
-    let zip = Archive {
-        name: package.to_owned(),
-        files,
-    }
-    .write(Compression::Stored);
     Ok(Some(installed_version(zip, processes, wit_version, hash)))
 }
 

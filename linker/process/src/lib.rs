@@ -42,8 +42,8 @@ fn init(our: Address) {
     let mut watcher = watch::Watcher::default();
     watch::arm();
     loop {
-        let job = mailbox::next();
-        let answer = match &job.work {
+        let mut job = mailbox::next();
+        let answer = match &mut job.work {
             Work::Request(incoming) => Some(service::answer(&our, incoming)),
             Work::Tick => {
                 watch::tick(&our, &mut watcher);

@@ -215,11 +215,11 @@ pub fn finish(job: Job, answer: Option<Answer>) {
 
 /// Answers the waiting reads, between the steps of a long job.
 pub fn serve_reads(our: &Address) {
-    while let Some(job) = with(|state| {
+    while let Some(mut job) = with(|state| {
         let position = state.next_position(true)?;
         state.start(position)
     }) {
-        let answer = match &job.work {
+        let answer = match &mut job.work {
             Work::Request(incoming) => Some(service::answer(our, incoming)),
             Work::Tick => None,
         };

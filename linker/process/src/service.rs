@@ -105,10 +105,22 @@ fn metadata_id(metadata: &str) -> String {
 }
 
 /// Answers a request.
-pub fn answer(our: &Address, incoming: &Incoming) -> Answer {
-    let (response, blob) = match &incoming.parsed {
-        Parsed::Request(request) => answer_request(our, incoming, request),
-        Parsed::Upload(metadata) => upload(our, incoming, metadata),
+pub fn answer(our: &Address, incoming: &mut Incoming) -> Answer {
+    let Incoming {
+        source,
+        capabilities,
+        blob,
+        parsed,
+    } = incoming;
+    // The blob moves into the request's inputs: a large zip is not copied.
+    let mut caller = Caller {
+        source,
+        capabilities,
+        blob: blob.take(),
+    };
+    let (response, blob) = match &*parsed {
+        Parsed::Request(request) => answer_request(our, &mut caller, request),
+        Parsed::Upload(metadata) => upload(our, &mut caller, metadata),
         Parsed::Bad(reason) => (api::Response::BadRequest(reason.clone()), None),
     };
     Answer {
@@ -120,40 +132,43 @@ pub fn answer(our: &Address, incoming: &Incoming) -> Answer {
 /// Installs a kit-style upload: the package zip is the blob, its metadata the body. The linker
 /// granted `http-server:distro:sys` its messaging capability for exactly this, so the upload
 /// counts as authorised; the answer is the install's JSON.
-fn upload(our: &Address, incoming: &Incoming, metadata: &str) -> (api::Response, Option<Vec<u8>>) {
+fn upload(
+    our: &Address,
+    caller: &mut Caller<'_>,
+    metadata: &str,
+) -> (api::Response, Option<Vec<u8>>) {
     let request = LinkRequest {
         source: api::PackageSource::Blob,
         metadata: Some(metadata.to_owned()),
         apis: Vec::new(),
     };
-    let result = install_package(our, &Caller::of(incoming), &request);
+    let result = install_package(our, caller, &request);
     (api::Response::Install(result), None)
 }
 
 fn answer_request(
     our: &Address,
-    incoming: &Incoming,
+    caller: &mut Caller<'_>,
     request: &api::Request,
 ) -> (api::Response, Option<Vec<u8>>) {
     let install = matches!(
         request,
         api::Request::Install(_) | api::Request::AutoLink(Some(_))
     );
-    if let Err(error) = crate::auth::check(our, &incoming.source, &incoming.capabilities, install) {
+    if let Err(error) = crate::auth::check(our, caller.source, caller.capabilities, install) {
         return (refusal_of(request, error), None);
     }
-    let caller = Caller::of(incoming);
     match request {
-        api::Request::Link(request) => match link(our, &caller, request) {
+        api::Request::Link(request) => match link(our, caller, request) {
             Ok((_, linked)) => (api::Response::Link(Ok(linked.report)), Some(linked.bytes)),
             Err(error) => (api::Response::Link(Err(error)), None),
         },
         api::Request::Install(request) => (
-            api::Response::Install(install_package(our, &caller, request)),
+            api::Response::Install(install_package(our, caller, request)),
             None,
         ),
         api::Request::Explain(request) => {
-            (api::Response::Explain(explain(our, &caller, request)), None)
+            (api::Response::Explain(explain(our, caller, request)), None)
         }
         api::Request::ListApis => (api::Response::ListApis(crate::apis::list()), None),
         api::Request::Linked(id) => (
@@ -208,7 +223,7 @@ fn options() -> Options {
 /// zips consumed are mirrored.
 pub fn link(
     our: &Address,
-    caller: &Caller<'_>,
+    caller: &mut Caller<'_>,
     request: &LinkRequest,
 ) -> Result<(Inputs, Linked), LinkerError> {
     let mut inputs = inputs::gather(our, caller, request)?;
@@ -247,7 +262,7 @@ pub fn link(
 
 fn install_package(
     our: &Address,
-    caller: &Caller<'_>,
+    caller: &mut Caller<'_>,
     request: &LinkRequest,
 ) -> Result<api::InstallReport, LinkerError> {
     install_package_with(our, caller, request, Trigger::Request, Some(&[]))
@@ -257,7 +272,7 @@ fn install_package(
 /// the packages listed.
 pub fn install_package_with(
     our: &Address,
-    caller: &Caller<'_>,
+    caller: &mut Caller<'_>,
     request: &LinkRequest,
     trigger: Trigger,
     relink_except: Option<&[String]>,
@@ -274,7 +289,7 @@ pub fn install_package_with(
 /// except the packages listed.
 pub fn install_linked(
     our: &Address,
-    inputs: Inputs,
+    mut inputs: Inputs,
     linked: Linked,
     trigger: Trigger,
     relink_except: Option<&[String]>,
@@ -289,11 +304,11 @@ pub fn install_linked(
     let relinks = relink_except.map(|skip| plan_relinks(&package, &inputs.package.sha256, skip));
     let installed = install::install(
         our,
-        &install::Upload {
+        install::Upload {
             package: &package,
-            original: &inputs.package.bytes,
+            original: std::mem::take(&mut inputs.package.bytes),
             version_hash: &inputs.package.sha256,
-            linked: &linked.bytes,
+            linked: linked.bytes,
             wit_version,
         },
     )
@@ -489,12 +504,12 @@ fn relink_one(our: &Address, package: &str) -> Result<api::InstallReport, Linker
             .map(api::ApiSource::Installed)
             .collect(),
     };
-    let caller = Caller {
+    let mut caller = Caller {
         source: our,
         capabilities: &[],
         blob: None,
     };
-    install_package_with(our, &caller, &request, record.trigger, None)
+    install_package_with(our, &mut caller, &request, record.trigger, None)
 }
 
 /// What the linker knows of an installed package: its state, and what was linked into it (from
@@ -567,7 +582,7 @@ fn packages() -> Result<Vec<api::PackageInfo>, LinkerError> {
 
 fn explain(
     our: &Address,
-    caller: &Caller<'_>,
+    caller: &mut Caller<'_>,
     request: &LinkRequest,
 ) -> Result<api::Explanation, LinkerError> {
     let inputs = inputs::gather(our, caller, request)?;

@@ -76,20 +76,26 @@ pub fn cache_key(package: (&str, &str), apis: &[(&str, &str, linker_core::Source
     sha256_hex(text.as_bytes())
 }
 
-/// A cached link, if there is one whose zip still has the recorded hash: the zip, that hash, and
-/// the report.
+/// A cached link, if there is one whose zip is whole: the zip, its recorded hash, and the report.
+///
+/// The zip is written before its entry, and a write replaces a file whole, so a zip that an
+/// interrupted write left behind either has no entry yet or, being shorter, not the recorded
+/// length. The hash is not computed again: in Wasm that would cost as much as hashing the
+/// inputs. A damaged zip of the right length is still never installed: an install reads the zip
+/// back and checks every file's CRC-32.
 pub fn cached(key: &str) -> Option<(Vec<u8>, String, linker_core::LinkReport)> {
     let entry: CacheEntry =
         serde_json::from_slice(&node::read_if_exists(&format!("{CACHE}/{key}.json")).ok()??)
             .ok()?;
     let zip = node::read_if_exists(&format!("{CACHE}/{key}.zip")).ok()??;
-    (sha256_hex(&zip) == entry.sha256).then_some((zip, entry.sha256, entry.report))
+    (zip.len() as u64 == entry.len).then_some((zip, entry.sha256, entry.report))
 }
 
 /// Caches a link. A failure only costs a later re-link, so it is not an error of the request.
 pub fn cache(key: &str, zip: &[u8], sha256: &str, report: &linker_core::LinkReport) {
     let entry = CacheEntry {
         sha256: sha256.to_owned(),
+        len: zip.len() as u64,
         report: report.clone(),
     };
     if let Ok(json) = serde_json::to_vec(&entry) {
@@ -101,6 +107,8 @@ pub fn cache(key: &str, zip: &[u8], sha256: &str, report: &linker_core::LinkRepo
 #[derive(Serialize, Deserialize)]
 struct CacheEntry {
     sha256: String,
+    /// The zip's length in bytes.
+    len: u64,
     report: linker_core::LinkReport,
 }
 

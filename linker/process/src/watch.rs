@@ -293,12 +293,12 @@ fn link_and_install(
         metadata: None,
         apis: Vec::new(),
     };
-    let caller = Caller {
+    let mut caller = Caller {
         source: our,
         capabilities: &[],
         blob: None,
     };
-    let (inputs, linked) = match service::link(our, &caller, &request) {
+    let (inputs, linked) = match service::link(our, &mut caller, &request) {
         Ok(linked) => linked,
         // A package that imports no library is not the linker's business, even if it would
         // refuse to link it (an unusual archive, say): it is left as installed, unreported.

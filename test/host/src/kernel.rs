@@ -236,6 +236,27 @@ pub(crate) struct KernelState {
     backoffs: HashMap<String, Backoff>,
     /// Every VFS request served, in order, for tests and benchmarks that count them.
     pub vfs_log: Vec<VfsCall>,
+    /// Every messaging call a process made into the host, timed, for profiles.
+    pub host_calls: Vec<HostCall>,
+}
+
+/// One messaging call a process made into the host, timed: what a profile of a process's time
+/// subtracts from its wall time to leave the time it ran its own code.
+#[derive(Debug, Clone)]
+pub struct HostCall {
+    /// `process:package:publisher` of the caller.
+    pub process: String,
+    /// What was called: `VFS Read /p:pub/pkg/x.zip`, `kernel InitializeProcess`, `receive`,
+    /// `get-blob`, `send-response`, ...
+    pub call: String,
+    /// When the host took the call.
+    pub start: Instant,
+    /// How long the host took to return, an awaited answer included.
+    pub elapsed: Duration,
+    /// Bytes of the blob the process sent with the call.
+    pub sent: usize,
+    /// Bytes of the blob the call returned to the process (the answer's, for an awaited request).
+    pub received: usize,
 }
 
 /// One VFS request as served: when, from which process, the action and the path.

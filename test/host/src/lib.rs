@@ -47,7 +47,7 @@ pub use app_store::AppStore;
 pub use bindings::kinode::process::standard::{
     Address, Capability, LazyLoadBlob, OnExit, ProcessId, Request, SendErrorKind,
 };
-pub use kernel::{Fault, ProcessStatus, VfsCall};
+pub use kernel::{Fault, HostCall, ProcessStatus, VfsCall};
 pub use mailbox::{Incoming, IncomingKind, Mailbox, Reply};
 pub use node::{Node, ProcessInfo};
 pub use process::{format_address, parse_address, Print};

@@ -24,7 +24,7 @@ use tempfile::TempDir;
 
 use crate::bindings::kinode::process::standard::{Capability, OnExit};
 use crate::caps::{self, KERNEL};
-use crate::kernel::{Fault, Kernel, PersistedProcess, ProcessStatus, VfsCall};
+use crate::kernel::{Fault, HostCall, Kernel, PersistedProcess, ProcessStatus, VfsCall};
 use crate::mailbox::Mailbox;
 use crate::process::parse_address;
 use crate::runtime::{make_linker, shared_engine};
@@ -392,6 +392,11 @@ impl Node {
     /// Every VFS request served so far, in order.
     pub fn vfs_calls(&self) -> Vec<VfsCall> {
         self.kernel.lock().vfs_log.clone()
+    }
+
+    /// Every messaging call processes made into the host so far, timed, in order.
+    pub fn host_calls(&self) -> Vec<HostCall> {
+        self.kernel.lock().host_calls.clone()
     }
 
     /// Every printout so far: `(process id, print)`; the kernel's are under `kernel:distro:sys`.

@@ -13,18 +13,41 @@
 //! instead of a request to `state:distro:sys` (the blob the process sees is unaffected either
 //! way).
 
+use std::time::Instant;
+
 use anyhow::{bail, Result};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::bindings::kinode::process::standard::{
     Address, Capability, Host as StandardHost, LazyLoadBlob, Message, OnExit, ProcessId, Request,
     Response, SendError, SpawnError,
 };
 use crate::caps::{self, KERNEL, VFS};
-use crate::kernel::Kernel;
+use crate::kernel::{HostCall, Kernel};
 use crate::process::ProcessWasiV1;
 
 impl ProcessWasiV1 {
+    /// Records a messaging call that began at `start` (see [`HostCall`]).
+    fn record(&self, call: String, start: Instant, sent: usize, received: usize) {
+        let elapsed = start.elapsed();
+        self.process.kernel.lock().host_calls.push(HostCall {
+            process: self.process.pid.clone(),
+            call,
+            start,
+            elapsed,
+            sent,
+            received,
+        });
+    }
+
+    /// The size of the blob the last message received carried, if it carried one.
+    fn received_blob(&self) -> usize {
+        match &self.process.last_blob {
+            Some(blob) if self.process.last_message_blobbed => blob.bytes.len(),
+            _ => 0,
+        }
+    }
+
     fn kernel_address(&self) -> Address {
         self.process.kernel.address(KERNEL)
     }
@@ -35,7 +58,7 @@ impl ProcessWasiV1 {
         &mut self,
         fake_source: Option<Address>,
         target: &str,
-        body: serde_json::Value,
+        body: Value,
         blob: Option<Vec<u8>>,
     ) -> Result<Option<Vec<u8>>> {
         let target = self.process.kernel.address(target);
@@ -71,7 +94,7 @@ impl ProcessWasiV1 {
         let Some(body) = self.ask(None, VFS, read, None).await? else {
             return Ok(Err(SpawnError::NoFileAtPath));
         };
-        if serde_json::from_slice::<serde_json::Value>(&body).ok() != Some(json!("Read")) {
+        if serde_json::from_slice::<Value>(&body).ok() != Some(json!("Read")) {
             return Ok(Err(SpawnError::NoFileAtPath));
         }
         let Some(LazyLoadBlob { bytes, .. }) = self.process.last_blob.clone() else {
@@ -122,8 +145,7 @@ impl ProcessWasiV1 {
         let Some(body) = self.ask(kernel, KERNEL, run, None).await? else {
             return Ok(Err(SpawnError::NameTaken));
         };
-        if serde_json::from_slice::<serde_json::Value>(&body).ok() != Some(json!("StartedProcess"))
-        {
+        if serde_json::from_slice::<Value>(&body).ok() != Some(json!("StartedProcess")) {
             return Ok(Err(SpawnError::NoFileAtPath));
         }
         let mut st = self.process.kernel.lock();
@@ -135,13 +157,36 @@ impl ProcessWasiV1 {
     }
 }
 
+/// How a profile names a request: the VFS action and path, the kernel command, or the target.
+fn describe(target: &Address, body: &[u8]) -> String {
+    let process = caps::format_process_id(&target.process);
+    let name = |value: &Value| match value {
+        Value::String(name) => name.clone(),
+        Value::Object(map) => map.keys().next().cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    match (process.as_str(), serde_json::from_slice::<Value>(body)) {
+        (VFS, Ok(call)) => format!(
+            "VFS {} {}",
+            name(&call["action"]),
+            call["path"].as_str().unwrap_or_default()
+        ),
+        (KERNEL, Ok(command)) => format!("kernel {}", name(&command)),
+        _ => format!("request to {process}"),
+    }
+}
+
+fn blob_len(blob: &Option<LazyLoadBlob>) -> usize {
+    blob.as_ref().map_or(0, |blob| blob.bytes.len())
+}
+
 /// `OnExit` in serde form, for an `InitializeProcess` body.
-fn on_exit_json(on_exit: &OnExit) -> serde_json::Value {
+fn on_exit_json(on_exit: &OnExit) -> Value {
     match on_exit {
         OnExit::None => json!("None"),
         OnExit::Restart => json!("Restart"),
         OnExit::Requests(requests) => {
-            let requests: Vec<serde_json::Value> = requests
+            let requests: Vec<Value> = requests
                 .iter()
                 .map(|(address, request, blob)| {
                     json!([
@@ -244,7 +289,10 @@ impl StandardHost for ProcessWasiV1 {
     async fn receive(
         &mut self,
     ) -> Result<Result<(Address, Message), (SendError, Option<Vec<u8>>)>> {
-        Ok(self.process.next_message().await)
+        let start = Instant::now();
+        let received = self.process.next_message().await;
+        self.record("receive".to_owned(), start, 0, self.received_blob());
+        Ok(received)
     }
 
     async fn has_blob(&mut self) -> Result<bool> {
@@ -252,15 +300,21 @@ impl StandardHost for ProcessWasiV1 {
     }
 
     async fn get_blob(&mut self) -> Result<Option<LazyLoadBlob>> {
-        Ok(self
+        let start = Instant::now();
+        let blob = self
             .process
             .last_blob
             .clone()
-            .filter(|_| self.process.last_message_blobbed))
+            .filter(|_| self.process.last_message_blobbed);
+        self.record("get-blob".to_owned(), start, 0, blob_len(&blob));
+        Ok(blob)
     }
 
     async fn last_blob(&mut self) -> Result<Option<LazyLoadBlob>> {
-        Ok(self.process.last_blob.clone())
+        let start = Instant::now();
+        let blob = self.process.last_blob.clone();
+        self.record("last-blob".to_owned(), start, 0, blob_len(&blob));
+        Ok(blob)
     }
 
     async fn send_request(
@@ -270,8 +324,11 @@ impl StandardHost for ProcessWasiV1 {
         context: Option<Vec<u8>>,
         lazy_load_blob: Option<LazyLoadBlob>,
     ) -> Result<()> {
+        let (start, call) = (Instant::now(), describe(&target, &request.body));
+        let sent = blob_len(&lazy_load_blob);
         self.process
             .send_request(None, target, request, context, lazy_load_blob)?;
+        self.record(call, start, sent, 0);
         Ok(())
     }
 
@@ -280,8 +337,7 @@ impl StandardHost for ProcessWasiV1 {
         requests: Vec<(Address, Request, Option<Vec<u8>>, Option<LazyLoadBlob>)>,
     ) -> Result<()> {
         for (target, request, context, blob) in requests {
-            self.process
-                .send_request(None, target, request, context, blob)?;
+            self.send_request(target, request, context, blob).await?;
         }
         Ok(())
     }
@@ -291,7 +347,9 @@ impl StandardHost for ProcessWasiV1 {
         response: Response,
         lazy_load_blob: Option<LazyLoadBlob>,
     ) -> Result<()> {
+        let (start, sent) = (Instant::now(), blob_len(&lazy_load_blob));
         self.process.send_response(response, lazy_load_blob);
+        self.record("send-response".to_owned(), start, sent, 0);
         Ok(())
     }
 
@@ -301,8 +359,13 @@ impl StandardHost for ProcessWasiV1 {
         request: Request,
         lazy_load_blob: Option<LazyLoadBlob>,
     ) -> Result<Result<(Address, Message), SendError>> {
-        self.process
+        let (start, call) = (Instant::now(), describe(&target, &request.body));
+        let sent = blob_len(&lazy_load_blob);
+        let answer = self
+            .process
             .send_and_await_response(None, target, request, lazy_load_blob)
-            .await
+            .await;
+        self.record(call, start, sent, self.received_blob());
+        answer
     }
 }

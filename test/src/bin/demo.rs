@@ -4,12 +4,16 @@
 //! as a local process would, and print each step: uploaded, linked (import -> provider),
 //! installed, and what the installed app prints. Then the app store installs a new version of
 //! `app` by itself, with its own steps (not through the linker), and the linker notices and links
-//! it. Last, terminal scripts show the node's APIs and what was linked.
+//! it. Then a package bounds what a library linked into it may do (`library-bounds.json`), and the
+//! guard the linker composes refuses what the bound does not allow. Last, terminal scripts show
+//! the node's APIs and what was linked.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use linker_test_host::{caps, AppStore, Node, Terminal};
+use linker_fixtures::Fixtures;
+use linker_test_host::{caps, AppStore, Mailbox, Node, Terminal};
+use linker_tests::damage::add_to_zip;
 use serde_json::{json, Value};
 
 const NODE: &str = "demo.os";
@@ -63,39 +67,7 @@ fn main() -> Result<()> {
             "uploaded: {id}.zip ({} bytes) with its metadata.json (dependencies: {dependencies})",
             package.len()
         );
-        let request = json!({"Install": {"source": "Blob", "metadata": metadata, "apis": []}});
-        let started = Instant::now();
-        let reply = uploader
-            .request(
-                LINKER,
-                request.to_string(),
-                Some(package),
-                vec![caps::messaging(LINKER)],
-                120,
-            )
-            .map_err(|e| anyhow::anyhow!("the linker did not answer: {e:?}"))?;
-        let body: Value = serde_json::from_slice(&reply.body)?;
-        let report = match body["Install"].get("Ok") {
-            Some(report) => report,
-            None => bail!("installing {id} failed: {:#}", body["Install"]),
-        };
-        println!(
-            "linked and installed in {:.0} ms:",
-            started.elapsed().as_secs_f64() * 1e3
-        );
-        for line in link_lines(report) {
-            println!("  {line}");
-        }
-        let processes: Vec<String> = report["processes"]
-            .as_array()
-            .context("processes")?
-            .iter()
-            .filter_map(|p| p.as_str().map(str::to_owned))
-            .collect();
-        if processes.is_empty() {
-            println!("installed: no processes (a library: its API is at /{id}/pkg/api)");
-        }
-        for process in processes {
+        for process in install(&uploader, &id, package, &metadata)? {
             println!("installed: {process}");
             let printed = node.wait_for_print(|pid, _| pid == process, Duration::from_secs(60));
             match printed {
@@ -128,6 +100,8 @@ fn main() -> Result<()> {
         ),
     }
 
+    bounded_library(&node, &uploader, fixtures)?;
+
     for (script, args) in [
         ("apis:linker:sys", ""),
         ("linked:linker:sys", "duo:test.os"),
@@ -143,7 +117,82 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// One line per component: each library import and the provider that satisfied it.
+/// Uploads a package to the linker to install; prints what was linked; returns the processes.
+fn install(uploader: &Mailbox, id: &str, package: Vec<u8>, metadata: &str) -> Result<Vec<String>> {
+    let request = json!({"Install": {"source": "Blob", "metadata": metadata, "apis": []}});
+    let started = Instant::now();
+    let reply = uploader
+        .request(
+            LINKER,
+            request.to_string(),
+            Some(package),
+            vec![caps::messaging(LINKER)],
+            120,
+        )
+        .map_err(|e| anyhow::anyhow!("the linker did not answer: {e:?}"))?;
+    let body: Value = serde_json::from_slice(&reply.body)?;
+    let report = match body["Install"].get("Ok") {
+        Some(report) => report,
+        None => bail!("installing {id} failed: {:#}", body["Install"]),
+    };
+    println!(
+        "linked and installed in {:.0} ms:",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    for line in link_lines(report) {
+        println!("  {line}");
+    }
+    let processes: Vec<String> = report["processes"]
+        .as_array()
+        .context("processes")?
+        .iter()
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect();
+    if processes.is_empty() {
+        println!("installed: no processes (a library: its API is at /{id}/pkg/api)");
+    }
+    Ok(processes)
+}
+
+/// Installs `courier` (a library that messages any process and spawns a worker) and `sender`,
+/// which imports it, with a `library-bounds.json` letting the library message only courier's own
+/// processes: the guard lets the first ask through and refuses the others, with one line each.
+fn bounded_library(node: &Node, uploader: &Mailbox, fixtures: &Fixtures) -> Result<()> {
+    let bounds = json!({"libraries": {"courier:test.os": {"send-to": ["library-package"]}}});
+    println!("\n== courier:test.os, then sender:test.os with pkg/library-bounds.json: {bounds}");
+    for name in ["courier", "sender"] {
+        let id = fixtures.id(name);
+        let mut package = std::fs::read(fixtures.package(name))?;
+        if name == "sender" {
+            package = add_to_zip(
+                &package,
+                "library-bounds.json",
+                bounds.to_string().as_bytes(),
+            )?;
+        }
+        let metadata = std::fs::read_to_string(fixtures.metadata(name))?;
+        for process in install(uploader, &id, package, &metadata)? {
+            println!("installed: {process}");
+        }
+    }
+    let sender = "sender:sender:test.os";
+    if node
+        .wait_for_print(
+            |pid, message| pid == sender && message == "sender: done",
+            Duration::from_secs(60),
+        )
+        .is_none()
+    {
+        bail!("sender did not finish: {:#?}", node.prints());
+    }
+    for (_, print) in node.prints().iter().filter(|(pid, _)| pid == sender) {
+        println!("  {sender} printed: {}", print.message);
+    }
+    Ok(())
+}
+
+/// One line per component: each library import and the provider that satisfied it; then what
+/// each library can do there, and its bound.
 fn link_lines(report: &Value) -> Vec<String> {
     let components = report["link"]["components"]
         .as_array()
@@ -169,7 +218,28 @@ fn link_lines(report: &Value) -> Vec<String> {
                     )
                 })
                 .collect();
-            format!("{path}: {}", links.join(", "))
+            let mut line = format!("{path}: {}", links.join(", "));
+            for library in component["libraries"].as_array().into_iter().flatten() {
+                line.push_str(&format!(
+                    "\n    {} ({}) can: {}",
+                    library["library"]["path"].as_str().unwrap_or("?"),
+                    library["library"]["archive"].as_str().unwrap_or("?"),
+                    library["can"].as_str().unwrap_or("?")
+                ));
+                if let Some(targets) = library["bound"]["send_to"].as_array() {
+                    let targets: Vec<&str> = targets.iter().filter_map(Value::as_str).collect();
+                    let guard = if library["guarded"] == true {
+                        ", enforced by a guard"
+                    } else {
+                        ""
+                    };
+                    line.push_str(&format!(
+                        "; requests only to: {}{guard}",
+                        targets.join(", ")
+                    ));
+                }
+            }
+            line
         })
         .collect()
 }

@@ -275,12 +275,26 @@ fn install_on_fresh_node(linker: &[u8], name: &str, dependencies: &[&str]) -> Re
 /// A `Link` request for fixture `name` with the inputs it was installed with: answered from the
 /// cache, with the linked zip as the blob.
 fn cached_link(session: &Session, name: &str) -> Result<(Sample, Profile)> {
+    let ((body, blob), sample, profile) = timed_request(session, "Link", name)?;
+    match (body["Link"].get("Ok"), blob) {
+        (Some(report), Some(_)) if report["cached"] == true => Ok((sample, profile)),
+        _ => bail!("linking {name} again was not served from the cache: {body:#}"),
+    }
+}
+
+/// A response's body and blob.
+type Answer = (Value, Option<Vec<u8>>);
+
+/// Sends a `kind` request (`Link`, `Install`) for fixture `name` from the blob with its
+/// metadata; returns the answer, the time from request to answer, and the linker's calls into
+/// the host meanwhile.
+fn timed_request(session: &Session, kind: &str, name: &str) -> Result<(Answer, Sample, Profile)> {
     let f = fixtures();
     let metadata = String::from_utf8(read(f.metadata(name)))?;
-    let request = json!({"Link": {"source": "Blob", "metadata": metadata, "apis": []}});
+    let request = json!({kind: {"source": "Blob", "metadata": metadata, "apis": []}});
     let package = read(f.package(name));
     let start = Instant::now();
-    let ((body, blob), sample) = measure(|| {
+    let (answer, sample) = measure(|| {
         session.ask(
             &session.tester,
             request,
@@ -288,36 +302,18 @@ fn cached_link(session: &Session, name: &str) -> Result<(Sample, Profile)> {
             vec![caps::messaging(LINKER)],
         )
     })?;
-    let end = Instant::now();
-    match (body["Link"].get("Ok"), blob) {
-        (Some(report), Some(_)) if report["cached"] == true => {
-            Ok((sample, Profile::of(&session.node.host_calls(), start, end)))
-        }
-        _ => bail!("linking {name} again was not served from the cache: {body:#}"),
-    }
+    let profile = Profile::of(&session.node.host_calls(), start, Instant::now());
+    Ok((answer, sample, profile))
 }
 
 /// Installs fixture `name` from the blob with its metadata, as the demo does; returns the time from
 /// request to answer, and the linker's calls into the host meanwhile.
 fn install(session: &Session, name: &str) -> Result<Install> {
-    let f = fixtures();
-    let metadata = String::from_utf8(read(f.metadata(name)))?;
-    let package = read(f.package(name));
-    let request = json!({"Install": {"source": "Blob", "metadata": metadata, "apis": []}});
-    let start = Instant::now();
-    let ((body, _), sample) = measure(|| {
-        session.ask(
-            &session.tester,
-            request,
-            Some(package),
-            vec![caps::messaging(LINKER)],
-        )
-    })?;
-    let end = Instant::now();
+    let ((body, _), sample, profile) = timed_request(session, "Install", name)?;
     match body["Install"].get("Ok") {
         Some(report) if report["link"]["cached"] == false => Ok(Install {
             sample,
-            profile: Profile::of(&session.node.host_calls(), start, end),
+            profile,
             cached: None,
         }),
         Some(_) => bail!("installing {name} was served from the cache"),

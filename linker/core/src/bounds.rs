@@ -27,7 +27,7 @@ pub const FILE: &str = "library-bounds.json";
 
 /// What a package allows one library (all the libraries of one API package).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Bound {
     /// What it may do; `None` leaves it every ability.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,14 +43,7 @@ pub struct Bound {
 struct File {
     #[serde(rename = "$schema")]
     _schema: Option<String>,
-    libraries: BTreeMap<String, Entry>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct Entry {
-    may: Option<BTreeSet<Ability>>,
-    send_to: Option<Vec<String>>,
+    libraries: BTreeMap<String, Bound>,
 }
 
 /// What a bound forbids one library: the imports granting one ability it may not have.
@@ -161,7 +154,7 @@ impl Bounds {
         let file: File =
             serde_json::from_slice(bytes).map_err(|error| invalid(error.to_string()))?;
         let mut entries = BTreeMap::new();
-        for (library, entry) in file.libraries {
+        for (library, bound) in file.libraries {
             let well_formed = library.split_once(':').is_some_and(|(name, publisher)| {
                 !name.is_empty() && !publisher.is_empty() && !publisher.contains(':')
             });
@@ -170,7 +163,7 @@ impl Bounds {
                     "`{library}` is not a package id (`package:publisher`)"
                 )));
             }
-            let targets = entry
+            let targets = bound
                 .send_to
                 .as_ref()
                 .map(|targets| {
@@ -185,10 +178,6 @@ impl Bounds {
                     library: library.clone(),
                     error,
                 })?;
-            let bound = Bound {
-                may: entry.may,
-                send_to: entry.send_to,
-            };
             entries.insert(library, (bound, targets));
         }
         Ok(Bounds { entries })

@@ -220,9 +220,7 @@ impl World {
     /// of `standard` counts, so that an old one is reported by verification, not as unlinked.
     pub fn is_host_import(self, name: &str) -> bool {
         match self {
-            World::Kinode => {
-                name.starts_with("kinode:process/standard@") || name.starts_with("wasi:")
-            }
+            World::Kinode => crate::abilities::is_standard(name) || name.starts_with("wasi:"),
             World::Any => false,
         }
     }

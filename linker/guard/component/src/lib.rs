@@ -191,11 +191,7 @@ fn allowed(policy: &Policy, target: &rt::Address) -> bool {
 }
 
 fn display(address: &rt::Address) -> String {
-    let process = &address.process;
-    format!(
-        "{}@{}:{}:{}",
-        address.node, process.process_name, process.package_name, process.publisher_node
-    )
+    format!("{}@{}", address.node, process_id(address))
 }
 
 fn process_id(address: &rt::Address) -> String {

@@ -184,6 +184,57 @@ fn missing_nested_dependency_is_named() {
     );
 }
 
+/// `unprovided` (what the process looks for on the node) names exactly the imports `explain`
+/// finds no provider for, with and without APIs, nested ones included.
+#[test]
+fn unprovided_names_what_explain_leaves_unmatched() {
+    let f = fixtures();
+    for (name, deps) in [
+        ("app", &[][..]),
+        ("app", &["mathlib"][..]),
+        ("chain", &["textlib"][..]),
+        ("duo", &[][..]),
+        ("duo", &["mathlib", "textlib"][..]),
+        ("mathlib", &[][..]),
+        ("selfish", &[][..]),
+    ] {
+        let package = read(f.package(name));
+        let apis: Vec<(String, Vec<u8>)> = deps
+            .iter()
+            .map(|dep| (f.id(dep), read(f.api(dep))))
+            .collect();
+        let inputs: Vec<Input<'_>> = apis.iter().map(|(n, b)| Input::new(n, b)).collect();
+        let input = Input::new(name, &package);
+        let options = Options::default();
+        let explained = linker_core::explain(input, &inputs, &options).expect("explains");
+        let mut unmatched: Vec<String> = Vec::new();
+        for import in explained.components.iter().flat_map(|c| &c.imports) {
+            if matches!(import.outcome, Outcome::Unmatched { .. })
+                && !unmatched.contains(&import.import)
+            {
+                unmatched.push(import.import.clone());
+            }
+        }
+        let unprovided = linker_core::unprovided(input, &inputs, &options).expect("decodes");
+        assert_eq!(unprovided, unmatched, "{name} with {deps:?}");
+        if deps.is_empty() && name != "mathlib" && name != "selfish" {
+            assert!(!unprovided.is_empty(), "{name} imports libraries");
+        }
+    }
+    let chain = read(f.package("chain"));
+    let textlib = read(f.api("textlib"));
+    assert_eq!(
+        linker_core::unprovided(
+            Input::new("chain", &chain),
+            &[Input::new("textlib", &textlib)],
+            &Options::default()
+        )
+        .expect("decodes"),
+        ["kinode:process/mathlib@1.0.0"],
+        "textlib's own import is nested, and unprovided"
+    );
+}
+
 #[test]
 fn linking_is_deterministic() {
     let first = link("duo", &["mathlib", "textlib"]).expect("links");

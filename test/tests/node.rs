@@ -149,6 +149,25 @@ fn a_repeated_install_is_served_from_the_cache() {
     s.wait_for("app:app:test.os", &expect::app());
 }
 
+#[test]
+fn the_linked_hash_is_that_of_the_installed_link_json() {
+    let s = Session::new();
+    ok(&s.install("mathlib", &[]));
+    let installed = s.install("app", &[]);
+    let installed = ok(&installed);
+    let record = s
+        .file("/app:test.os/pkg/link.json")
+        .expect("the linked package has its link.json");
+    assert_eq!(installed["linked_hash"], sha256(&record));
+    // link.json pins the component as installed.
+    let component = &installed["link"]["components"][0];
+    let wasm = s.file("/app:test.os/pkg/app.wasm").expect("app.wasm");
+    assert_eq!(component["linked_sha256"], sha256(&wasm));
+    let record: Value = serde_json::from_slice(&record).expect("link.json is JSON");
+    assert_eq!(record["components"][0]["linked_sha256"], sha256(&wasm));
+    assert_eq!(record["package"]["sha256"], installed["version_hash"]);
+}
+
 /// A cache key as the linker derives it (`store::cache_key`), after `header`: the package by
 /// name and hash, then each API by name, hash and provenance.
 fn cache_key(header: &str, package: (&str, &str), apis: &[(&str, &str, &str)]) -> String {
@@ -184,7 +203,7 @@ fn a_link_cached_by_a_linker_without_validation_is_not_served() {
     );
     // The key derived here is the linker's: the link just made is cached under it.
     let current = cache_key(
-        &format!("kinode-link {} cache 2", linker_core::VERSION),
+        &format!("kinode-link {} cache 3", linker_core::VERSION),
         (name, &sha256(&package)),
         &[api],
     );

@@ -1,9 +1,11 @@
 //! Inspecting components: deciding what a `.wasm` file is, decoding a component's type into a
 //! shared type arena, and classifying its imports as the runtime's or a library's to provide.
 
+use std::cell::OnceCell;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use wac_graph::types::{ItemKind, Package, Types};
@@ -57,11 +59,12 @@ pub enum InspectError {
     },
 }
 
-/// A decoded component: its origin, hash and type (in the arena it was decoded into).
+/// A decoded component: its origin and type (in the arena it was decoded into), and its hash
+/// once a report asks for it.
 pub(crate) struct Unit {
     pub origin: Origin,
-    pub sha256: String,
     pub package: Package,
+    sha256: OnceCell<String>,
 }
 
 impl Unit {
@@ -89,10 +92,15 @@ impl Unit {
         let package = Package::from_bytes("component", None, bytes, types)
             .map_err(|error| invalid(&origin, format!("{error:#}")))?;
         Ok(Unit {
-            sha256: sha256_hex(bytes),
             origin,
             package,
+            sha256: OnceCell::new(),
         })
+    }
+
+    /// SHA-256 of the component's bytes, computed on first use: only reports need it.
+    pub fn sha256(&self) -> &str {
+        self.sha256.get_or_init(|| sha256_hex(self.package.bytes()))
     }
 
     /// The component's imports, in declaration order.

@@ -144,6 +144,10 @@ pub struct Linked {
     pub bytes: Vec<u8>,
     /// The report, identical to the zip's `link.json`.
     pub report: LinkReport,
+    /// SHA-256 of `link.json` as packed. It names the hash of every input archive, every
+    /// component as it came in and as linked, and every copied file, so it identifies the
+    /// linked package without hashing the whole zip again.
+    pub record_sha256: String,
 }
 
 /// A composed component, from [`compose`].
@@ -211,7 +215,7 @@ pub fn link(
         if options.world == World::Kinode && role != Role::Component {
             verify::check_init(&path, &unit, &session.types)?;
         }
-        let sha256 = unit.sha256.clone();
+        let sha256 = unit.sha256().to_owned();
         let linked = if resolution.is_empty() {
             validate_unit(&unit, options.world)?;
             verify::check_imports(&path, unit.package.bytes(), options.world)?;
@@ -265,10 +269,12 @@ pub fn link(
     let mut record =
         serde_json::to_vec_pretty(&report).expect("a report of strings always serialises");
     record.push(b'\n');
+    let record_sha256 = sha256_hex(&record);
     archive.files.insert("link.json".to_owned(), record);
     Ok(Linked {
         bytes: archive.write(options.compression),
         report,
+        record_sha256,
     })
 }
 
@@ -311,7 +317,7 @@ pub fn explain(
         components.push(ComponentReport {
             path: path.clone(),
             role: session.role(path),
-            sha256: unit.sha256.clone(),
+            sha256: unit.sha256().to_owned(),
             linked_sha256: None,
             imports: resolution.reports,
             libraries: audit.libraries,
@@ -321,6 +327,31 @@ pub fn explain(
         package: package.name.to_owned(),
         components,
     })
+}
+
+/// The library imports, full names, that no library among the package's own API and `apis`
+/// exports at any version, in the order [`explain`] meets them (each once): what must be looked
+/// for elsewhere. Unlike [`explain`] it neither validates function bodies nor hashes components,
+/// so finding what a package needs costs a fraction of linking it; [`link`] checks the rest.
+pub fn unprovided(
+    package: Input<'_>,
+    apis: &[Input<'_>],
+    options: &Options,
+) -> Result<Vec<String>, LinkError> {
+    let session = Session::load(package, apis, options)?;
+    let catalog = session.catalog();
+    let mut names: Vec<String> = Vec::new();
+    for (_, unit) in &session.components {
+        let resolution = resolve::resolve(unit, &catalog, &session.types, options.world);
+        for report in resolution.reports {
+            if matches!(report.outcome, Outcome::Unmatched { .. })
+                && !names.contains(&report.import)
+            {
+                names.push(report.import);
+            }
+        }
+    }
+    Ok(names)
 }
 
 /// Composes one component with library components, which may also satisfy each other: the
@@ -358,7 +389,7 @@ pub fn compose(
         &Bounds::default(),
         false,
     )?;
-    let sha256 = unit.sha256.clone();
+    let sha256 = unit.sha256().to_owned();
     let linked = if resolution.is_empty() {
         validate_unit(&unit, options.world)?;
         None

@@ -162,7 +162,10 @@ impl<'u> Catalog<'u> {
         let mut providers: Vec<&Unit> = Vec::new();
         let mut exports: BTreeMap<String, Vec<(usize, ItemKind)>> = BTreeMap::new();
         for unit in units {
-            if providers.iter().any(|known| known.sha256 == unit.sha256) {
+            if providers
+                .iter()
+                .any(|known| known.package.bytes() == unit.package.bytes())
+            {
                 continue;
             }
             for (name, kind) in unit.exports(types) {
@@ -462,7 +465,7 @@ impl Resolver<'_, '_> {
                 let outcome = Outcome::Linked {
                     provider: unit.origin.clone(),
                     export: export.to_owned(),
-                    sha256: unit.sha256.clone(),
+                    sha256: unit.sha256().to_owned(),
                     semver,
                     source: Source::Given,
                 };

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use kinode_process_lib::kernel_types::Erc721Metadata;
 
 use kinode_process_lib::{Address, Capability};
-use linker_core::{Outcome, Source};
+use linker_core::Source;
 
 use crate::api::{self, ApiSource, LinkRequest, LinkerError, PackageSource};
 use crate::auth;
@@ -325,18 +325,15 @@ impl Inputs {
             key.push_str(&format!(" {}={}", api.name, api.sha256));
         }
         let wanted = remember(&WANTED, key, || {
-            let explanation = linker_core::explain(
+            let names = linker_core::unprovided(
                 self.package.input(),
                 &self.api_inputs(),
                 &linker_core::Options::default(),
             )
             .map_err(|e| LinkerError::from(&e))?;
-            Ok(explanation
-                .components
+            Ok(names
                 .iter()
-                .flat_map(|component| &component.imports)
-                .filter(|import| matches!(import.outcome, Outcome::Unmatched { .. }))
-                .map(|import| interface(&import.import).to_owned())
+                .map(|name| interface(name).to_owned())
                 .collect())
         })?;
         self.take_exporters(&wanted)?;

@@ -203,7 +203,8 @@ fn refusal_of(request: &api::Request, error: LinkerError) -> api::Response {
     }
 }
 
-/// A linked package: its zip, the zip's SHA-256, and the report for the response.
+/// A linked package: its zip, the SHA-256 of its `link.json` (which identifies it), and the
+/// report for the response.
 pub struct Linked {
     pub bytes: Vec<u8>,
     pub sha256: String,
@@ -243,12 +244,11 @@ pub fn link(
             let linked =
                 linker_core::link(inputs.package.input(), &inputs.api_inputs(), &options())
                     .map_err(|e| inputs.advise(LinkerError::from(&e)))?;
-            let sha256 = store::sha256_hex(&linked.bytes);
-            store::cache(&key, &linked.bytes, &sha256, &linked.report);
+            store::cache(&key, &linked.bytes, &linked.record_sha256, &linked.report);
             Linked {
                 report: convert::link_report(&linked.report, false),
                 bytes: linked.bytes,
-                sha256,
+                sha256: linked.record_sha256,
             }
         }
     };

@@ -58,8 +58,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// The generation of the rules links are made by. It moves whenever the linking core accepts,
 /// refuses or produces something else for the same inputs while the linker's version stays, so
 /// that links an older linker cached are not served. 2: every `.wasm` is validated whole, so a
-/// package an older linker linked may now be refused.
-const CACHE_GENERATION: u32 = 2;
+/// package an older linker linked may now be refused. 3: an entry's hash is its `link.json`'s, not
+/// the whole zip's.
+const CACHE_GENERATION: u32 = 3;
 
 /// The cache key of a link: the linker version and [`CACHE_GENERATION`], the package by name and
 /// hash, and every API by name, hash and why it was chosen, in order (names and sources appear
@@ -106,6 +107,7 @@ pub fn cache(key: &str, zip: &[u8], sha256: &str, report: &linker_core::LinkRepo
 
 #[derive(Serialize, Deserialize)]
 struct CacheEntry {
+    /// SHA-256 of the link's `link.json`.
     sha256: String,
     /// The zip's length in bytes.
     len: u64,
@@ -169,7 +171,7 @@ pub struct Record {
     pub package: String,
     /// SHA-256 of the package zip as uploaded.
     pub version_hash: String,
-    /// SHA-256 of the linked zip installed.
+    /// SHA-256 of the installed `link.json`, which identifies the linked package.
     pub linked_hash: String,
     /// The package's metadata.json text, if it came with one.
     pub metadata: Option<String>,

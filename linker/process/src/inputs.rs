@@ -289,8 +289,9 @@ impl Inputs {
         self.apis.iter().any(|api| api.name == name)
     }
 
-    /// The APIs on the node, read and described on first use: installed packages' first, then
-    /// the mirror's. An API that cannot be read is left out; it fails only where it is named.
+    /// The APIs on the node that are not inputs yet, read and described on first use: installed
+    /// packages' first, then the mirror's. An API that cannot be read is left out; it fails only
+    /// where it is named.
     fn pool(&mut self) -> Result<&mut Vec<(Named, linker_core::ApiDescription)>, LinkerError> {
         if self.pool.is_none() {
             let mut names: Vec<String> = node::read_dir("/")
@@ -302,7 +303,8 @@ impl Inputs {
             names.extend(store::mirrored_names().map_err(LinkerError::Unreadable)?);
             let mut pool: Vec<(Named, linker_core::ApiDescription)> = Vec::new();
             for name in names {
-                if pool.iter().any(|(api, _)| api.name == name) {
+                // An API already among the inputs is not read and hashed again.
+                if self.has_api(&name) || pool.iter().any(|(api, _)| api.name == name) {
                     continue;
                 }
                 if let Some(bytes) = node_api(&name)? {

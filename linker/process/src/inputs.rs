@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use kinode_process_lib::kernel_types::Erc721Metadata;
 
 use kinode_process_lib::{Address, Capability};
-use linker_core::Source;
+use linker_core::{ResolveError, Source};
 
 use crate::api::{self, ApiSource, LinkRequest, LinkerError, PackageSource};
 use crate::auth;
@@ -83,6 +83,9 @@ pub struct Inputs {
     pub declared: bool,
     /// The node's APIs, once read.
     pool: Option<Vec<(Named, linker_core::ApiDescription)>>,
+    /// For a package that declares no dependencies, gathered with [`Find::OnFailure`]: the key
+    /// of what it looks for on the node, until [`Inputs::search`] has looked.
+    unsearched: Option<String>,
 }
 
 impl Inputs {
@@ -149,6 +152,7 @@ pub fn gather(
     our: &Address,
     caller: &mut Caller<'_>,
     request: &LinkRequest,
+    find: Find,
 ) -> Result<Inputs, LinkerError> {
     for path in request.source_paths() {
         auth::may_read(our, caller.source, caller.capabilities, path)?;
@@ -227,6 +231,7 @@ pub fn gather(
         apis: Vec::new(),
         declared: false,
         pool: None,
+        unsearched: None,
     };
     for source in &request.apis {
         inputs.apis.push(match source {
@@ -266,10 +271,30 @@ pub fn gather(
             .push(Named::new(dependency, bytes).chosen(Source::Declared));
     }
     if !inputs.declared {
-        inputs.find_on_node()?;
+        let key = inputs.search_key();
+        match (find, recall(&WANTED, &key)) {
+            (_, Some(wanted)) => {
+                inputs.take_exporters(&wanted)?;
+            }
+            (Find::Now, None) => inputs.find_on_node(key)?,
+            (Find::OnFailure, None) => {
+                inputs.unsearched = Some(key);
+                return Ok(inputs);
+            }
+        }
     }
     inputs.add_nested()?;
     Ok(inputs)
+}
+
+/// When a package that declares no dependencies has the node searched for the APIs it needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Find {
+    /// Before anything else: decode the package to find what it imports (for `explain`).
+    Now,
+    /// Only if linking it with what it has fails for want of a library ([`Inputs::search`]): a
+    /// package that needs nothing is decoded once, by the link itself.
+    OnFailure,
 }
 
 /// The interface of a full import or export name: `kinode:process/mathlib@1.0.0` ->
@@ -319,13 +344,46 @@ impl Inputs {
         Ok(self.pool.get_or_insert_with(Vec::new))
     }
 
-    /// Adds, for every library import of the package that the APIs so far do not provide, each
-    /// API on the node that exports its interface.
-    fn find_on_node(&mut self) -> Result<(), LinkerError> {
+    /// What the package looks for on the node is kept under the hashes of the package and of the
+    /// APIs it has.
+    fn search_key(&self) -> String {
         let mut key = self.package.sha256.clone();
         for api in &self.apis {
             key.push_str(&format!(" {}={}", api.name, api.sha256));
         }
+        key
+    }
+
+    /// After a link of these inputs failed with `error`: if the node was not searched yet and
+    /// the link lacked libraries, adds each API on the node that exports one of the missing
+    /// interfaces, and what those need in turn; whether any was added (then link again).
+    pub fn search(&mut self, error: &linker_core::LinkError) -> Result<bool, LinkerError> {
+        let Some(key) = self.unsearched.take() else {
+            return Ok(false);
+        };
+        let linker_core::LinkError::Unresolved { problems } = error else {
+            return Ok(false);
+        };
+        let mut wanted: Vec<String> = Vec::new();
+        for problem in problems {
+            if let ResolveError::NoProvider { import, .. } = problem {
+                let interface = interface(import).to_owned();
+                if !wanted.contains(&interface) {
+                    wanted.push(interface);
+                }
+            }
+        }
+        remember(&WANTED, key, || Ok(wanted.clone()))?;
+        if !self.take_exporters(&wanted)? {
+            return Ok(false);
+        }
+        self.add_nested()?;
+        Ok(true)
+    }
+
+    /// Adds, for every library import of the package that the APIs so far do not provide, each
+    /// API on the node that exports its interface.
+    fn find_on_node(&mut self, key: String) -> Result<(), LinkerError> {
         let wanted = remember(&WANTED, key, || {
             let names = linker_core::unprovided(
                 self.package.input(),
@@ -496,13 +554,18 @@ thread_local! {
     static WANTED: Table<Vec<String>> = Default::default();
 }
 
+/// The value `memo` keeps for `key`, if any.
+fn recall<T: Clone>(memo: &'static std::thread::LocalKey<Table<T>>, key: &str) -> Option<T> {
+    memo.with(|memo| memo.borrow().get(key).cloned())
+}
+
 /// The value `memo` keeps for `key`, computed and kept if it has none (a failure is not kept).
 fn remember<T: Clone>(
     memo: &'static std::thread::LocalKey<Table<T>>,
     key: String,
     compute: impl FnOnce() -> Result<T, LinkerError>,
 ) -> Result<T, LinkerError> {
-    if let Some(known) = memo.with(|memo| memo.borrow().get(&key).cloned()) {
+    if let Some(known) = recall(memo, &key) {
         return Ok(known);
     }
     let value = compute()?;

@@ -8,7 +8,7 @@ use linker_core::{Compression, Options};
 
 use crate::api::{self, LinkRequest, LinkerError};
 use crate::convert;
-use crate::inputs::{self, Caller, Inputs};
+use crate::inputs::{self, Caller, Find, Inputs};
 use crate::install;
 use crate::mailbox::{self, Answer, Incoming};
 use crate::store::{self, Status, Trigger};
@@ -220,35 +220,45 @@ fn options() -> Options {
     }
 }
 
-/// Gathers the inputs and links them, from the cache if these inputs were linked before. The API
-/// zips consumed are mirrored.
+/// Gathers the inputs and links them, from the cache if these inputs were linked before. A
+/// package that declares no dependencies is linked with what it has first; the node is searched
+/// for the libraries it lacks only if that fails, so one that needs none is decoded once. The
+/// API zips consumed are mirrored.
 pub fn link(
     our: &Address,
     caller: &mut Caller<'_>,
     request: &LinkRequest,
 ) -> Result<(Inputs, Linked), LinkerError> {
-    let mut inputs = inputs::gather(our, caller, request)?;
-    let apis: Vec<(&str, &str, linker_core::Source)> = inputs
-        .apis
-        .iter()
-        .map(|api| (api.name.as_str(), api.sha256.as_str(), api.source))
-        .collect();
-    let key = store::cache_key((&inputs.package.name, &inputs.package.sha256), &apis);
-    let linked = match store::cached(&key) {
-        Some((bytes, sha256, report)) => Linked {
-            bytes,
-            sha256,
-            report: convert::link_report(&report, true),
-        },
-        None => {
-            let linked =
-                linker_core::link(inputs.package.input(), &inputs.api_inputs(), &options())
-                    .map_err(|e| inputs.advise(LinkerError::from(&e)))?;
-            store::cache(&key, &linked.bytes, &linked.record_sha256, &linked.report);
-            Linked {
-                report: convert::link_report(&linked.report, false),
-                bytes: linked.bytes,
-                sha256: linked.record_sha256,
+    let mut inputs = inputs::gather(our, caller, request, Find::OnFailure)?;
+    let linked = loop {
+        let apis: Vec<(&str, &str, linker_core::Source)> = inputs
+            .apis
+            .iter()
+            .map(|api| (api.name.as_str(), api.sha256.as_str(), api.source))
+            .collect();
+        let key = store::cache_key((&inputs.package.name, &inputs.package.sha256), &apis);
+        if let Some((bytes, sha256, report)) = store::cached(&key) {
+            break Linked {
+                bytes,
+                sha256,
+                report: convert::link_report(&report, true),
+            };
+        }
+        match linker_core::link(inputs.package.input(), &inputs.api_inputs(), &options()) {
+            Ok(linked) => {
+                store::cache(&key, &linked.bytes, &linked.record_sha256, &linked.report);
+                break Linked {
+                    report: convert::link_report(&linked.report, false),
+                    bytes: linked.bytes,
+                    sha256: linked.record_sha256,
+                };
+            }
+            // A package without declared dependencies that lacks a library: the node's APIs
+            // are searched once for it, and it is linked again.
+            Err(error) => {
+                if !inputs.search(&error)? {
+                    return Err(inputs.advise(LinkerError::from(&error)));
+                }
             }
         }
     };
@@ -585,7 +595,7 @@ fn explain(
     caller: &mut Caller<'_>,
     request: &LinkRequest,
 ) -> Result<api::Explanation, LinkerError> {
-    let inputs = inputs::gather(our, caller, request)?;
+    let inputs = inputs::gather(our, caller, request, Find::Now)?;
     let explanation =
         linker_core::explain(inputs.package.input(), &inputs.api_inputs(), &options())
             .map_err(|e| LinkerError::from(&e))?;

@@ -276,8 +276,10 @@ fn consistent(s: &Session, installed: &[&str]) {
         let zip = s
             .file(&format!("/linker:sys/cache/{key}.zip"))
             .expect("every cached report has its zip");
-        assert_eq!(cached["sha256"], sha256(&zip), "{key}");
-        cache_shas.insert(sha256(&zip));
+        // An entry's hash is that of the link.json packed in its zip.
+        let link_json = linker_tests::damage::file_in_zip(&zip, "link.json").expect("link.json");
+        assert_eq!(cached["sha256"], sha256(&link_json), "{key}");
+        cache_shas.insert(sha256(&link_json));
     }
     assert_eq!(
         s.node.list_dir("/linker:sys/cache").len(),
@@ -304,11 +306,11 @@ fn consistent(s: &Session, installed: &[&str]) {
             cache_shas.contains(record["linked_hash"].as_str().unwrap_or_default()),
             "{package}'s linked zip is the cached link"
         );
-        let link_json: Value = serde_json::from_slice(
-            &s.file(&format!("/{package}/pkg/link.json"))
-                .expect("link.json"),
-        )
-        .expect("JSON");
+        let link_json = s
+            .file(&format!("/{package}/pkg/link.json"))
+            .expect("link.json");
+        assert_eq!(record["linked_hash"], sha256(&link_json), "{package}");
+        let link_json: Value = serde_json::from_slice(&link_json).expect("JSON");
         let linked_against: Vec<String> = link_json["apis"]
             .as_array()
             .expect("apis")

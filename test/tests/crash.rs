@@ -1,7 +1,9 @@
 //! An install survives the linker's own crash: the linker is killed (as a trap kills it) right
 //! after it sends each install step in turn; the kernel restarts it (`on_exit: Restart`), and it
 //! rolls back the install its journal shows, so the previous version runs with its files intact,
-//! or, for a first install, nothing is left. The same holds when the node shuts down mid-install
+//! or, for a first install, nothing is left. Once the new version runs, the journal says so and
+//! holds what to record of it: a crash from then on completes the install instead, so the
+//! linker's records never describe a version other than the one running. The same holds when the node shuts down mid-install
 //! and boots again. When the install was a re-link of a library's dependents, the restarted
 //! linker then re-links the dependents still pending, the interrupted one included, unless its
 //! re-link killed the linker twice.
@@ -170,6 +172,77 @@ fn a_crash_after_initialising_the_new_process_restores_the_previous_version() {
 #[test]
 fn a_crash_after_running_the_new_process_restores_the_previous_version() {
     crash_during_update("RunProcess", APP, true);
+}
+
+/// Installs mathlib and app v1, then installs app v2 with the linker killed right after it sends
+/// its `nth` `action` about `target`, once v2 runs: the restarted linker completes the install
+/// from its journal, so v2 keeps running and every record of the linker says v2.
+fn crash_after_the_update_runs(action: &str, target: &str, nth: u32) {
+    let s = Session::new();
+    ok(&s.install("mathlib", &[]));
+    ok(&s.install("app", &[]));
+    s.wait_for(APP, &expect::app());
+    let v2 = sha256(&read(fixtures().package("app.v2")));
+
+    s.node.fault(Fault::Crash {
+        process: LINKER_ID.to_owned(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        nth,
+        halt: false,
+    });
+    send_install(&s, "app.v2", &[]);
+    linker_restarted(&s);
+    s.wait_for(
+        LINKER_ID,
+        &format!(
+            "linker: the install of app:test.os (version {v2}) was interrupted after its new version started; it is recorded now"
+        ),
+    );
+    linker_serves(&s);
+    s.wait_for(APP, &expect::app_v2(false));
+    assert!(s.file(&format!("{DRIVE}/app-v2.wasm")).is_some());
+    assert!(s.file("/linker:sys/backup/app:test.os.zip").is_none());
+    assert!(s.file("/linker:sys/journal/app:test.os.json").is_none());
+
+    let record: serde_json::Value = serde_json::from_slice(
+        &s.file("/linker:sys/packages/app:test.os.json")
+            .expect("the record"),
+    )
+    .expect("JSON");
+    assert_eq!(record["version_hash"], v2, "{action} {target}");
+    let link_json = s.file(&format!("{DRIVE}/link.json")).expect("link.json");
+    assert_eq!(record["linked_hash"], sha256(&link_json));
+    let index: serde_json::Value = serde_json::from_slice(
+        &s.file("/linker:sys/packages/index.json")
+            .expect("the index"),
+    )
+    .expect("JSON");
+    assert_eq!(index["app:test.os"], json!(["mathlib:test.os"]));
+    let request = json!({"Linked": {"package_name": "app", "publisher_node": "test.os"}});
+    let (body, _) = s.ask(&s.tester, request, None, vec![]);
+    let info = ok(&body["Linked"]);
+    assert_eq!(info["version_hash"], v2, "{info:#}");
+    assert!(info["status"]["Linked"].is_object(), "{info:#}");
+
+    // The next install replaces v2.
+    let report = s.install("app", &[]);
+    assert_eq!(ok(&report)["replaced"], v2);
+}
+
+#[test]
+fn a_crash_once_the_new_version_runs_completes_the_install() {
+    crash_after_the_update_runs("Write", "/linker:sys/journal/app:test.os.json", 2);
+}
+
+#[test]
+fn a_crash_after_writing_the_record_completes_the_install() {
+    crash_after_the_update_runs("Write", "/linker:sys/packages/app:test.os.json", 1);
+}
+
+#[test]
+fn a_crash_after_writing_the_index_completes_the_install() {
+    crash_after_the_update_runs("Write", "/linker:sys/packages/index.json", 1);
 }
 
 #[test]

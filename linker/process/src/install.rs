@@ -19,12 +19,15 @@
 //! `on_exit: Restart`, and a node boots it), [`recover`] rolls back every install a journal shows:
 //! the processes of both versions are killed (the kernel may have kept or lost either) and the
 //! backup is applied as above, or `/{pkg}/pkg` is removed if there was no previous version; then
-//! the journal and the backup are dropped. A journal that cannot be parsed was being written when
-//! the linker died, before anything changed, so it is dropped; so is a backup without a journal.
-//! A rollback that fails keeps its journal, to be tried again at the next start. A re-link of
-//! dependents installs each dependent this way, so each is covered; the dependents still to be
-//! re-linked are recorded too ([`store::Relinks`]), and the next start re-links them, the one
-//! interrupted included (`service::resume_relinks`).
+//! the journal and the backup are dropped. Once the new version runs, the journal is rewritten
+//! with what to record of it ([`store::Done`]), which is then written ([`store::commit`]); a
+//! journal marked so is completed at the next start, not rolled back, so the linker's records
+//! never describe another version than the one running. A journal that cannot be parsed was
+//! being written when the linker died, before anything changed, so it is dropped; so is a backup
+//! without a journal. A rollback that fails keeps its journal, to be tried again at the next
+//! start. A re-link of dependents installs each dependent this way, so each is covered; the
+//! dependents still to be re-linked are recorded too ([`store::Relinks`]), and the next start
+//! re-links them, the one interrupted included (`service::resume_relinks`).
 //!
 //! Differences from the app store, on purpose: processes of the old version that the new manifest
 //! drops are killed too (the app store leaves them running with stale code), and the wasm bytes go
@@ -70,6 +73,8 @@ pub struct Upload<'a> {
     /// The linked zip.
     pub linked: Vec<u8>,
     pub wit_version: Option<u32>,
+    /// What to record once it is installed.
+    pub record: store::Record,
 }
 
 /// What an install did.
@@ -78,8 +83,6 @@ pub struct Installed {
     pub processes: Vec<String>,
     /// The version hash replaced, if a version was installed before.
     pub replaced: Option<String>,
-    /// Whether the package has an API (`api.zip`).
-    pub has_api: bool,
 }
 
 /// Installs `upload`, or leaves the node as it was and says what became of the previous version.
@@ -114,7 +117,7 @@ pub fn install(our: &Address, upload: Upload<'_>) -> Result<Installed, LinkerErr
         .chain(new.processes.iter())
         .map(|(entry, _)| process_id(&entry.process_name, package))
         .collect();
-    let journal = store::Journal {
+    let mut journal = store::Journal {
         package: package.to_owned(),
         version_hash: new.hash.clone(),
         previous: previous.as_ref().map(|p| store::Previous {
@@ -122,6 +125,7 @@ pub fn install(our: &Address, upload: Upload<'_>) -> Result<Installed, LinkerErr
             wit_version: p.wit_version,
         }),
         processes: old_ids.clone(),
+        done: None,
     };
     if let Err(failure) = store::save_journal(&journal) {
         store::drop_backup(package);
@@ -133,11 +137,25 @@ pub fn install(our: &Address, upload: Upload<'_>) -> Result<Installed, LinkerErr
     let has_api = new.api.is_some();
     let result = apply(our, package, new);
     let outcome = match result {
-        Ok(started) => Ok(Installed {
-            processes: started,
-            replaced: previous.as_ref().map(|p| p.hash.clone()),
-            has_api,
-        }),
+        Ok(started) => {
+            // The new version runs: from here on a linker that dies completes the install.
+            let done = store::Done {
+                record: upload.record,
+                has_api,
+            };
+            journal.done = Some(done.clone());
+            if let Err(failure) = store::save_journal(&journal) {
+                println!(
+                    "linker: cannot mark the install of {package} as done: {}: {}",
+                    failure.step, failure.reason
+                );
+            }
+            store::commit(&done);
+            Ok(Installed {
+                processes: started,
+                replaced: previous.as_ref().map(|p| p.hash.clone()),
+            })
+        }
         Err((failed, initialised)) => {
             for id in &initialised {
                 kill(our, id);
@@ -189,6 +207,15 @@ pub fn recover(our: &Address) {
             end(&package);
             continue;
         };
+        if let Some(done) = &journal.done {
+            store::commit(done);
+            println!(
+                "linker: the install of {package} (version {}) was interrupted after its new version started; it is recorded now",
+                journal.version_hash
+            );
+            end(&package);
+            continue;
+        }
         match roll_back(our, &journal) {
             Ok(outcome) => {
                 println!(

@@ -309,24 +309,6 @@ pub fn install_linked(
     let wit_version = inputs
         .wit_version()
         .or_else(|| previous.as_ref().and_then(|record| record.wit_version));
-    // The re-links are recorded before the install begins, so that a linker that dies after it
-    // still re-links them when it starts again.
-    let relinks = relink_except.map(|skip| plan_relinks(&package, &inputs.package.sha256, skip));
-    let installed = install::install(
-        our,
-        install::Upload {
-            package: &package,
-            original: std::mem::take(&mut inputs.package.bytes),
-            version_hash: &inputs.package.sha256,
-            linked: linked.bytes,
-            wit_version,
-        },
-    )
-    .inspect_err(|_| {
-        if relinks.as_ref().is_some_and(|r| !r.pending.is_empty()) {
-            report_store_failure(store::drop_relinks(&package), &package);
-        }
-    })?;
     let version_hash = inputs.package.sha256.clone();
     let linked_hash = linked.sha256.clone();
     let record = store::Record {
@@ -354,22 +336,26 @@ pub fn install_linked(
                 .collect(),
         ),
     };
-    let libraries = record.apis.iter().map(|(name, _)| name.clone()).collect();
-    if let Err(failure) =
-        store::save_record(&record).and_then(|()| store::index_links(&package, libraries))
-    {
-        println!(
-            "linker: installed {package} but cannot record it: {}",
-            failure.reason
-        );
-    }
-    store::track(
-        &package,
-        &version_hash,
-        trigger,
-        Status::Linked,
-        installed.has_api,
-    );
+    // The re-links are recorded before the install begins, so that a linker that dies after it
+    // still re-links them when it starts again.
+    let relinks = relink_except.map(|skip| plan_relinks(&package, &version_hash, skip));
+    // The install records the new version before it ends, under its journal.
+    let installed = install::install(
+        our,
+        install::Upload {
+            package: &package,
+            original: std::mem::take(&mut inputs.package.bytes),
+            version_hash: &version_hash,
+            linked: linked.bytes,
+            wit_version,
+            record,
+        },
+    )
+    .inspect_err(|_| {
+        if relinks.as_ref().is_some_and(|r| !r.pending.is_empty()) {
+            report_store_failure(store::drop_relinks(&package), &package);
+        }
+    })?;
     let relinked = relinks.map_or_else(Vec::new, |relinks| relink(our, relinks));
     Ok(api::InstallReport {
         package,

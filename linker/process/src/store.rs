@@ -409,6 +409,42 @@ pub struct Journal {
     pub previous: Option<Previous>,
     /// Every process of either version, to kill before the previous version is put back.
     pub processes: Vec<String>,
+    /// Written once the new version is installed and running: what to record of it. A linker
+    /// that dies after this completes the install (see [`commit`]) instead of rolling it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<Done>,
+}
+
+/// What the linker records of a version it installed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Done {
+    pub record: Record,
+    /// Whether the package has an API (its install moves the API epoch).
+    pub has_api: bool,
+}
+
+/// Records an installed version: its record, the index entry of the APIs it links against, and
+/// where auto-linking stands with it. Writing them twice changes nothing, so a linker that died
+/// part-way through does it again from the journal. A failure is printed: the version is
+/// installed either way.
+pub fn commit(done: &Done) {
+    let record = &done.record;
+    let libraries = record.apis.iter().map(|(name, _)| name.clone()).collect();
+    if let Err(failure) = save_record(record).and_then(|()| index_links(&record.package, libraries))
+    {
+        kinode_process_lib::println!(
+            "linker: installed {} but cannot record it: {}",
+            record.package,
+            failure.reason
+        );
+    }
+    track(
+        &record.package,
+        &record.version_hash,
+        record.trigger,
+        Status::Linked,
+        done.has_api,
+    );
 }
 
 /// The version an install replaces.

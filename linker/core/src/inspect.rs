@@ -5,7 +5,6 @@ use std::cell::OnceCell;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use wac_graph::types::{ItemKind, Package, Types};

@@ -19,6 +19,7 @@
 //! auto-linking notices it.
 
 use kinode_process_lib::vfs::VfsAction;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -263,11 +264,7 @@ pub fn auto() -> Result<Auto, StepFailure> {
 
 /// Saves auto-linking's state.
 pub fn save_auto(auto: &Auto) -> Result<(), StepFailure> {
-    let json = serde_json::to_vec_pretty(auto).map_err(|e| StepFailure {
-        step: format!("Write {AUTO}"),
-        reason: e.to_string(),
-    })?;
-    node::write(AUTO, json)
+    write_json(AUTO, auto)
 }
 
 /// Records where `package` stands after the linker handled it; a package with an API moves the
@@ -304,11 +301,7 @@ pub fn forget(package: &str) -> Result<(), StepFailure> {
     if index.remove(package).is_some() {
         write_index(&index)?;
     }
-    let record = format!("{PACKAGES}/{package}.json");
-    if node::is_file(&record)? {
-        node::expect_ok(&record, VfsAction::RemoveFile, None)?;
-    }
-    Ok(())
+    remove_if_present(&format!("{PACKAGES}/{package}.json"))
 }
 
 /// The install record of a package, if the linker installed it.
@@ -321,12 +314,7 @@ pub fn record(package: &str) -> Result<Option<Record>, StepFailure> {
 
 /// Saves the install record of a package.
 pub fn save_record(record: &Record) -> Result<(), StepFailure> {
-    let path = format!("{PACKAGES}/{}.json", record.package);
-    let json = serde_json::to_vec_pretty(record).map_err(|e| StepFailure {
-        step: format!("Write {path}"),
-        reason: e.to_string(),
-    })?;
-    node::write(&path, json)
+    write_json(&format!("{PACKAGES}/{}.json", record.package), record)
 }
 
 /// The index: package -> the APIs it was linked against (its reverse is library -> dependents).
@@ -344,11 +332,7 @@ pub fn index_links(package: &str, apis: Vec<String>) -> Result<(), StepFailure> 
 }
 
 fn write_index(index: &std::collections::BTreeMap<String, Vec<String>>) -> Result<(), StepFailure> {
-    let json = serde_json::to_vec_pretty(index).map_err(|e| StepFailure {
-        step: format!("Write {INDEX}"),
-        reason: e.to_string(),
-    })?;
-    node::write(INDEX, json)
+    write_json(INDEX, index)
 }
 
 /// Every package the linker linked, by name.
@@ -458,34 +442,18 @@ pub struct Previous {
 
 /// Records an install as under way.
 pub fn save_journal(journal: &Journal) -> Result<(), StepFailure> {
-    let path = format!("{JOURNAL}/{}.json", journal.package);
-    let json = serde_json::to_vec_pretty(journal).map_err(|e| StepFailure {
-        step: format!("Write {path}"),
-        reason: e.to_string(),
-    })?;
-    node::write(&path, json)
+    write_json(&format!("{JOURNAL}/{}.json", journal.package), journal)
 }
 
 /// The installs under way, by package: the journal, or `None` if its file cannot be read as one
 /// (the linker died while writing it, before the install changed anything).
 pub fn journals() -> Result<Vec<(String, Option<Journal>)>, StepFailure> {
-    node::read_dir(JOURNAL)?
-        .into_iter()
-        .filter_map(|(name, _)| name.strip_suffix(".json").map(str::to_owned))
-        .map(|package| {
-            let bytes = node::read(&format!("{JOURNAL}/{package}.json"))?;
-            Ok((package, serde_json::from_slice(&bytes).ok()))
-        })
-        .collect()
+    read_json_dir(JOURNAL)
 }
 
 /// Ends an install's journal: before the backup is dropped, so a journal always has its backup.
 pub fn drop_journal(package: &str) -> Result<(), StepFailure> {
-    let path = format!("{JOURNAL}/{package}.json");
-    if node::is_file(&path)? {
-        node::expect_ok(&path, VfsAction::RemoveFile, None)?;
-    }
-    Ok(())
+    remove_if_present(&format!("{JOURNAL}/{package}.json"))
 }
 
 /// The dependents of a library still to be re-linked against one version of it. If the linker
@@ -507,32 +475,46 @@ pub fn save_relinks(relinks: &Relinks) -> Result<(), StepFailure> {
     if relinks.pending.is_empty() {
         return drop_relinks(&relinks.library);
     }
-    let path = format!("{RELINK}/{}.json", relinks.library);
-    let json = serde_json::to_vec_pretty(relinks).map_err(|e| StepFailure {
-        step: format!("Write {path}"),
-        reason: e.to_string(),
-    })?;
-    node::write(&path, json)
+    write_json(&format!("{RELINK}/{}.json", relinks.library), relinks)
 }
 
 /// Drops the record of a library's pending re-links.
 pub fn drop_relinks(library: &str) -> Result<(), StepFailure> {
-    let path = format!("{RELINK}/{library}.json");
-    if node::is_file(&path)? {
-        node::expect_ok(&path, VfsAction::RemoveFile, None)?;
-    }
-    Ok(())
+    remove_if_present(&format!("{RELINK}/{library}.json"))
 }
 
 /// Every library with re-links pending, by name: the record, or `None` if its file cannot be read
 /// as one (the linker died while writing it).
 pub fn pending_relinks() -> Result<Vec<(String, Option<Relinks>)>, StepFailure> {
-    node::read_dir(RELINK)?
+    read_json_dir(RELINK)
+}
+
+/// Writes `value` as pretty JSON to `path`, replacing the file whole.
+fn write_json(path: &str, value: &impl Serialize) -> Result<(), StepFailure> {
+    let json = serde_json::to_vec_pretty(value).map_err(|e| StepFailure {
+        step: format!("Write {path}"),
+        reason: e.to_string(),
+    })?;
+    node::write(path, json)
+}
+
+/// Every `{name}.json` in `dir`, by name: its value, or `None` if the file cannot be read as one
+/// (the linker died while writing it).
+fn read_json_dir<T: DeserializeOwned>(dir: &str) -> Result<Vec<(String, Option<T>)>, StepFailure> {
+    node::read_dir(dir)?
         .into_iter()
         .filter_map(|(name, _)| name.strip_suffix(".json").map(str::to_owned))
-        .map(|library| {
-            let bytes = node::read(&format!("{RELINK}/{library}.json"))?;
-            Ok((library, serde_json::from_slice(&bytes).ok()))
+        .map(|name| {
+            let bytes = node::read(&format!("{dir}/{name}.json"))?;
+            Ok((name, serde_json::from_slice(&bytes).ok()))
         })
         .collect()
+}
+
+/// Removes the file at `path` if there is one.
+fn remove_if_present(path: &str) -> Result<(), StepFailure> {
+    if node::is_file(path)? {
+        node::expect_ok(path, VfsAction::RemoveFile, None)?;
+    }
+    Ok(())
 }

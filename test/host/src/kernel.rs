@@ -1121,14 +1121,8 @@ impl Kernel {
 
     /// Takes one matching VFS fault for this request body, if any.
     fn take_vfs_fault(&self, body: &[u8]) -> bool {
-        let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        let Some((action, path)) = vfs_action_and_path(body) else {
             return false;
-        };
-        let path = request.get("path").and_then(Value::as_str).unwrap_or("");
-        let action = match request.get("action") {
-            Some(Value::String(action)) => action.clone(),
-            Some(Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),
-            _ => String::new(),
         };
         let mut st = self.lock();
         let found = st.faults.iter_mut().find(|fault| match fault {
@@ -1153,13 +1147,7 @@ impl Kernel {
         let Message::Request(request) = &km.message else {
             return None;
         };
-        let request = serde_json::from_slice::<Value>(&request.body).ok()?;
-        let path = request.get("path").and_then(Value::as_str).unwrap_or("");
-        let action = match request.get("action") {
-            Some(Value::String(action)) => action.clone(),
-            Some(Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),
-            _ => String::new(),
-        };
+        let (action, path) = vfs_action_and_path(&request.body)?;
         let mut st = self.lock();
         st.faults.iter_mut().find_map(|fault| match fault {
             Fault::SlowVfs {
@@ -1303,4 +1291,17 @@ impl Kernel {
             None => st.process_state.remove(pid),
         };
     }
+}
+
+/// The action (`"Write"`, or the key of `{"CreateDrive": ...}`-style actions) and path of a VFS
+/// request body, as faults match them; `None` if the body is not JSON.
+fn vfs_action_and_path(body: &[u8]) -> Option<(String, String)> {
+    let request = serde_json::from_slice::<Value>(body).ok()?;
+    let path = request.get("path").and_then(Value::as_str).unwrap_or("");
+    let action = match request.get("action") {
+        Some(Value::String(action)) => action.clone(),
+        Some(Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    Some((action, path.to_owned()))
 }

@@ -19,13 +19,29 @@ const DRIVE: &str = "/app:test.os/pkg";
 
 /// Kills the linker right after it sends its first `action` about `target` from now on.
 fn crash(s: &Session, action: &str, target: &str) {
+    fault(s, action, target, 1, false);
+}
+
+/// Kills the linker right after it sends its `nth` `action` about `target` from now on; with
+/// `halt`, it is left stopped, as when the node goes down with it.
+fn fault(s: &Session, action: &str, target: &str, nth: u32, halt: bool) {
     s.node.fault(Fault::Crash {
         process: LINKER_ID.to_owned(),
         action: action.to_owned(),
         target: target.to_owned(),
-        nth: 1,
-        halt: false,
+        nth,
+        halt,
     });
+}
+
+/// Waits until a halting fault has stopped the linker.
+fn linker_halted(s: &Session) {
+    let stopped = s.node.wait_for_status(
+        LINKER_ID,
+        |status| matches!(status, ProcessStatus::Trapped { .. }),
+        WAIT,
+    );
+    assert!(stopped.is_some(), "the linker stops");
 }
 
 /// Sends the `Install` of fixture `name` without awaiting an answer: the linker dies first.
@@ -184,13 +200,7 @@ fn crash_after_the_update_runs(action: &str, target: &str, nth: u32) {
     s.wait_for(APP, &expect::app());
     let v2 = sha256(&read(fixtures().package("app.v2")));
 
-    s.node.fault(Fault::Crash {
-        process: LINKER_ID.to_owned(),
-        action: action.to_owned(),
-        target: target.to_owned(),
-        nth,
-        halt: false,
-    });
+    fault(&s, action, target, nth, false);
     send_install(&s, "app.v2", &[]);
     linker_restarted(&s);
     s.wait_for(
@@ -372,20 +382,9 @@ fn a_library_install_cut_short_by_a_shutdown_relinks_its_dependents_at_the_next_
     mathlib_and_three_dependents(&s);
 
     // The node goes down while duo, the second dependent, is being re-linked.
-    s.node.fault(Fault::Crash {
-        process: LINKER_ID.to_owned(),
-        action: "AddZip".to_owned(),
-        target: "/duo:test.os/pkg".to_owned(),
-        nth: 1,
-        halt: true,
-    });
+    fault(&s, "AddZip", "/duo:test.os/pkg", 1, true);
     send_install(&s, "mathlib.v2", &[]);
-    let stopped = s.node.wait_for_status(
-        LINKER_ID,
-        |status| matches!(status, ProcessStatus::Trapped { .. }),
-        WAIT,
-    );
-    assert!(stopped.is_some(), "the linker stops");
+    linker_halted(&s);
     s.node.reboot().expect("the node reboots");
     s.wait_for(
         LINKER_ID,
@@ -420,20 +419,9 @@ fn shutdown_during_update(action: &str, target: &str, crash: bool) {
     let v2 = sha256(&read(fixtures().package("app.v2")));
 
     // The node goes down: the linker just stops.
-    s.node.fault(Fault::Crash {
-        process: LINKER_ID.to_owned(),
-        action: action.to_owned(),
-        target: target.to_owned(),
-        nth: 1,
-        halt: true,
-    });
+    fault(&s, action, target, 1, true);
     send_install(&s, "app.v2", &[]);
-    let stopped = s.node.wait_for_status(
-        LINKER_ID,
-        |status| matches!(status, ProcessStatus::Trapped { .. }),
-        WAIT,
-    );
-    assert!(stopped.is_some(), "the linker stops");
+    linker_halted(&s);
     // Half replaced, and journaled.
     assert!(s.file(&format!("{DRIVE}/app-v2.wasm")).is_some());
     assert!(s.file(&format!("{DRIVE}/app.wasm")).is_none());

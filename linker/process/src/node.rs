@@ -87,12 +87,18 @@ pub fn metadata(path: &str) -> Result<Option<FileType>, StepFailure> {
     }
 }
 
-/// The SHA-256 of a file, as lowercase hex, computed by the VFS (the runtime hashes natively).
-pub fn hash(path: &str) -> Result<String, StepFailure> {
-    match vfs(path, VfsAction::Hash, None)? {
-        (VfsResponse::Hash(hash), _) => Ok(hash.iter().map(|b| format!("{b:02x}")).collect()),
-        (other, _) => Err(failure(format!("Hash {path}"), unexpected(&other))),
-    }
+/// The bytes of an installed package's zip, `/{package}/pkg/{package}.zip`, as they are now.
+///
+/// There is deliberately no `Hash` here. The runtime's VFS answers `Hash` (and `Len`,
+/// `ReadToEnd`, `ReadExact`, `ReadToString`, `Seek`, ...) through an open-file cache keyed by
+/// path (`Files::open_file` in `kinode/src/vfs.rs` v1.0.0) that only `RemoveFile`, `CloseFile`,
+/// `CreateFile` and fd-limit eviction invalidate, while the app store replaces a package's drive
+/// with `RemoveDirAll`, `AddZip` and `Write`, which do not: after an update, `Hash` keeps
+/// answering the old zip's hash. `Read` (like `Metadata`, `ReadDir`, `Write`, `AddZip` and
+/// `RemoveDirAll`, the only other actions the linker sends) goes to the file system each time, so
+/// every decision about what is installed rests on bytes read with it.
+pub fn installed_zip(package: &str) -> Result<Vec<u8>, StepFailure> {
+    read(&format!("/{package}/pkg/{package}.zip"))
 }
 
 /// Writes a whole file (create or truncate); the parent directory must exist.

@@ -451,7 +451,9 @@ pub fn resume_relinks(our: &Address) {
         }
     };
     for (library, relinks) in records {
-        let installed = crate::node::hash(&format!("/{library}/pkg/{library}.zip")).ok();
+        let installed = crate::node::installed_zip(&library)
+            .ok()
+            .map(|zip| store::sha256_hex(&zip));
         let Some(mut relinks) =
             relinks.filter(|relinks| installed.as_deref() == Some(relinks.version_hash.as_str()))
         else {

@@ -215,14 +215,14 @@ fn forget(package: &str) {
 /// Handles one package installed without the linker; `batch` are the packages handled in the
 /// same tick, which its re-links leave to their own turn.
 fn handle(our: &Address, package: &str, has_api: bool, batch: &[String]) {
-    let zip = format!("/{package}/pkg/{package}.zip");
-    let version_hash = match node::hash(&zip) {
-        Ok(hash) => hash,
+    let zip = match node::installed_zip(package) {
+        Ok(zip) => zip,
         Err(failure) => {
-            println!("linker: cannot read {zip}: {}", failure.reason);
+            println!("linker: cannot read {}: {}", failure.step, failure.reason);
             return;
         }
     };
+    let version_hash = store::sha256_hex(&zip);
     let known = store::auto()
         .ok()
         .and_then(|mut auto| auto.packages.remove(package).map(|t| (t, auto.epoch)));
@@ -232,9 +232,9 @@ fn handle(our: &Address, package: &str, has_api: bool, batch: &[String]) {
     if let Some((tracked, epoch)) = &known {
         let same = tracked.version_hash == version_hash;
         match tracked.status {
-            Status::NothingToLink if same => return mark(package, &version_hash),
+            Status::NothingToLink if same => return mark(package, &version_hash, &zip),
             Status::Failed(_) if same && tracked.epoch == *epoch => {
-                return mark(package, &version_hash)
+                return mark(package, &version_hash, &zip)
             }
             _ => {}
         }
@@ -243,7 +243,7 @@ fn handle(our: &Address, package: &str, has_api: bool, batch: &[String]) {
     let status = match outcome {
         Ok(Handled::Installed | Handled::Superseded) => return,
         Ok(Handled::NothingToLink) => {
-            mark(package, &version_hash);
+            mark(package, &version_hash, &zip);
             if has_api {
                 let relinks = service::plan_relinks(package, &version_hash, batch);
                 for relink in service::relink(our, relinks) {
@@ -264,7 +264,7 @@ fn handle(our: &Address, package: &str, has_api: bool, batch: &[String]) {
                  runs as installed: {} (`linked:linker:sys {package}` shows why)",
                 summary(&error)
             );
-            mark(package, &version_hash);
+            mark(package, &version_hash, &zip);
             Status::Failed(error)
         }
     };
@@ -316,8 +316,8 @@ fn link_and_install(
     }
     // Another install may have replaced the package while it was being linked: then the next
     // tick handles that one, and this link is not installed over it.
-    let current = node::hash(&format!("/{package}/pkg/{package}.zip"));
-    if current.as_deref().ok() != Some(inputs.package.sha256.as_str()) {
+    let current = node::installed_zip(package);
+    if current.as_deref().ok() != Some(inputs.package.bytes.as_slice()) {
         return Ok(Handled::Superseded);
     }
     let report = service::install_linked(our, inputs, linked, Trigger::Auto, Some(batch))?;
@@ -368,8 +368,8 @@ fn retry_failed(our: &Address, auto: &store::Auto, batch: &[String]) {
         if matches!(look(&package), Seen::Absent) {
             continue;
         }
-        let version_hash = match node::hash(&format!("/{package}/pkg/{package}.zip")) {
-            Ok(hash) => hash,
+        let version_hash = match node::installed_zip(&package) {
+            Ok(zip) => store::sha256_hex(&zip),
             Err(_) => continue,
         };
         let status = match link_and_install(our, &package, batch) {
@@ -385,14 +385,15 @@ fn retry_failed(our: &Address, auto: &store::Auto, batch: &[String]) {
     }
 }
 
-/// Leaves the marker in a package's drive, unless the drive no longer holds `version_hash`.
+/// Leaves the marker in a package's drive, unless the drive no longer holds `zip` (whose hash is
+/// `version_hash`).
 ///
 /// Another install (the app store's next version, say) may replace `/{pkg}/pkg` while the linker
 /// handles the version before it; a marker left on the new files would hide them from every
-/// later tick. So the zip is hashed after the marker is written, and the marker is taken away if
-/// the drive changed, whether it changed before the write or during it (a drive replaced after
+/// later tick. So the zip is read again after the marker is written, and the marker is taken away
+/// if the drive changed, whether it changed before the write or during it (a drive replaced after
 /// the check loses the marker with everything else).
-fn mark(package: &str, version_hash: &str) {
+fn mark(package: &str, version_hash: &str, zip: &[u8]) {
     let drive = format!("/{package}/pkg");
     let path = format!("{drive}/{}", store::MARKER);
     if let Err(failure) = node::write(&path, version_hash.as_bytes().to_vec()) {
@@ -402,8 +403,8 @@ fn mark(package: &str, version_hash: &str) {
         );
         return;
     }
-    let current = node::hash(&format!("{drive}/{package}.zip"));
-    if current.as_deref().ok() != Some(version_hash) {
+    let current = node::installed_zip(package);
+    if current.as_deref().ok() != Some(zip) {
         let _ = node::expect_ok(&path, kinode_process_lib::vfs::VfsAction::RemoveFile, None);
     }
 }

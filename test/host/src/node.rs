@@ -508,6 +508,7 @@ impl Node {
 
     /// [`Node::reboot`], keeping `OnExit::None` processes if `keep_transient`.
     fn boot_again(&self, keep_transient: bool) -> Result<()> {
+        self.kernel.vfs.restart();
         {
             let mut st = self.kernel.lock();
             for (pid, handle) in st.handles.drain().collect::<Vec<_>>() {

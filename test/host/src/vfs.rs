@@ -2,23 +2,47 @@
 //!
 //! This module owns the VFS wire format (KINODE.md 4.3), path parsing, the capability rules
 //! (KINODE.md 4.5) and every action's effect on disk. It mirrors the Kinode runtime's
-//! `kinode/src/vfs.rs` (kinode repo, the version whose errors are `NoReadCap`/`NoWriteCap`/...),
-//! including its quirks: writes never create parent directories, `AddZip` relies on explicit
-//! directory entries, and `ReadDir` lists paths relative to the VFS root without a leading `/`.
+//! `kinode/src/vfs.rs` (kinode repo v1.0.0), including its quirks: writes never create parent
+//! directories, `AddZip` relies on explicit directory entries, and `ReadDir` lists paths relative
+//! to the VFS root without a leading `/`.
+//!
+//! **The open-file cache**, as the runtime keeps it (`Files` in `vfs.rs` v1.0.0): one cache for the
+//! whole node, keyed by path, of open OS handles.
+//! - `OpenFile`, `WriteAll`, `Append`, `SyncAll`, `ReadToEnd`, `ReadExact`, `ReadToString`,
+//!   `Seek`, `Len`, `SetLen` and `Hash` go through `Files::open_file`: a cached handle is used as
+//!   it is, whatever happened to the path since; otherwise the path is opened read-write (created
+//!   and truncated only for `CreateFile`), seeked to the position saved when an earlier handle of
+//!   the path was evicted, and cached. So after the file at a path is replaced (removed, or its
+//!   directory removed, and written anew), these actions keep answering about the old file: `Hash`
+//!   its hash, `Len` its length, the reads its bytes.
+//! - `Read`, `Write`, `Metadata`, `ReadDir`, `AddZip`, `CopyFile`, `Rename`, `RemoveDir` and
+//!   `RemoveDirAll` use the file system directly and leave the cache as it is (a renamed or removed
+//!   path's handle stays cached under its old path).
+//! - Only `RemoveFile`, `CloseFile` and `CreateFile` (which then reopens) drop a path's handle;
+//!   none of them forgets a saved position.
+//! - Eviction (`open_file`, `close_least_recently_used_files`): when a newly cached handle makes
+//!   the cache hold at least the fd limit, the VFS tells `fd-manager:distro:sys` it hit the limit
+//!   and closes `limit / 2` handles in the order their paths were first cached (the runtime's
+//!   `UniqueQueue` does not move a path that is used again), never the one just opened, saving
+//!   each closed handle's position if it is not 0. The limit starts at 10 and is then what
+//!   fd-manager sends (`fd_manager.rs`): half of `ulimit -n * 90 % - 30` shared by the four
+//!   processes that ask (vfs, kv, sqlite, net), plus that half again weighted by the hits each
+//!   reported. Here fd-manager's answer is taken at once, for the soft limit 1024 most systems
+//!   have: 111, and 556 once the VFS hit it (the only one of the four that exists here); a test
+//!   may set another limit, as fd-manager's `FdsLimit` does.
 //!
 //! The node owns everything around a request: it checks that the source is local, lets the
 //! kernel bypass the capability check, answers only when a response is expected, and adds
 //! [`VfsReply::grants`] to the caller.
 //!
 //! Deviations from the runtime, all of them only visible in corner cases:
-//! - File cursors (`OpenFile`, `WriteAll`, `Seek`, `ReadExact`, ...) are kept per path, not per
-//!   open OS handle: each request reopens the file and seeks to the stored cursor. Removing or
-//!   renaming a path forgets the cursors at and under it.
+//! - Requests are served one at a time: no handle is ever in use by another request when the
+//!   cache evicts (the runtime serves requests concurrently and skips handles in use).
 //! - `ReadDir` entries are sorted by path (the runtime returns them in the OS's order).
 //! - `AddZip` refuses, with `UnzipError`, an entry whose name would leave the VFS root (the
 //!   runtime writes it wherever `path.join(name)` points).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
@@ -33,9 +57,26 @@ use sha2::{Digest, Sha256};
 pub struct Vfs {
     /// The canonical VFS root, `{home}/vfs`.
     root: PathBuf,
-    /// Cursor of every file a cursor-based action has opened, by host path.
-    cursors: Mutex<HashMap<PathBuf, u64>>,
+    /// The open-file cache.
+    files: Mutex<Files>,
 }
+
+/// The runtime's open-file cache: handles by host path, the positions of evicted handles, the
+/// order paths were first cached in, and the fd limit.
+#[derive(Debug)]
+struct Files {
+    open: HashMap<PathBuf, File>,
+    positions: HashMap<PathBuf, u64>,
+    order: VecDeque<PathBuf>,
+    ordered: HashSet<PathBuf>,
+    limit: u64,
+    /// Whether this VFS told fd-manager it hit its limit (fd-manager then raises it).
+    hit: bool,
+}
+
+/// fd-manager's limit for the VFS before and after the VFS reported a hit (see the header).
+const FDS_LIMIT: u64 = 111;
+const FDS_LIMIT_AFTER_HIT: u64 = 556;
 
 /// Who is asking, as the kernel stamps it.
 pub struct VfsCaller<'a> {
@@ -184,8 +225,29 @@ impl Vfs {
         let root = fs::canonicalize(&root).unwrap_or(root);
         Self {
             root,
-            cursors: Mutex::new(HashMap::new()),
+            files: Mutex::new(Files::new()),
         }
+    }
+
+    /// Sets the VFS's fd limit, as fd-manager's `FdsLimit` does: if the cache holds at least
+    /// `limit` handles, the ones over it are closed.
+    pub fn set_fds_limit(&self, limit: u64) {
+        let mut files = self.files();
+        files.limit = limit;
+        let open = files.open.len() as u64;
+        if open >= limit {
+            files.close_first_cached(open - limit, None);
+        }
+    }
+
+    /// Forgets every cached handle and saved position, as a runtime started again has none.
+    pub fn restart(&self) {
+        *self.files() = Files::new();
+    }
+
+    /// How many handles the open-file cache holds.
+    pub fn open_handles(&self) -> usize {
+        self.files().open.len()
     }
 
     /// The VFS root directory, `{home}/vfs`.
@@ -254,7 +316,7 @@ impl Vfs {
                 ok
             }
             VfsAction::CreateFile => {
-                self.forget(path);
+                self.drop_handle(path);
                 self.with_file(path, true, true, |_| Ok(()))?;
                 ok
             }
@@ -263,7 +325,7 @@ impl Vfs {
                 ok
             }
             VfsAction::CloseFile => {
-                self.forget(path);
+                self.drop_handle(path);
                 ok
             }
             VfsAction::Write => {
@@ -329,23 +391,20 @@ impl Vfs {
             }
             VfsAction::RemoveFile => {
                 fs::remove_file(path)?;
-                self.forget(path);
+                self.drop_handle(path);
                 ok
             }
             VfsAction::RemoveDir => {
                 fs::remove_dir(path)?;
-                self.forget(path);
                 ok
             }
             VfsAction::RemoveDirAll => {
                 fs::remove_dir_all(path)?;
-                self.forget(path);
                 ok
             }
             VfsAction::Rename { new_path } => {
                 let new = self.parse(&new_path).ok_or(VfsError::MalformedRequest)?;
                 fs::rename(path, new.host)?;
-                self.forget(path);
                 ok
             }
             VfsAction::CopyFile { new_path } => {
@@ -546,8 +605,8 @@ impl Vfs {
         Ok(())
     }
 
-    /// Opens `path` read-write as the runtime does, at its stored cursor, runs `op`, and stores
-    /// where the cursor ended (also when `op` failed).
+    /// Runs `op` on the cached handle of `path`, opening and caching one if there is none
+    /// (`Files::open_file`).
     fn with_file<T>(
         &self,
         path: &Path,
@@ -555,29 +614,94 @@ impl Vfs {
         truncate: bool,
         op: impl FnOnce(&mut File) -> io::Result<T>,
     ) -> Result<T, VfsError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(truncate)
-            .open(path)?;
-        let mut cursors = self.cursors();
-        let start = cursors.get(path).copied().unwrap_or(0);
-        file.seek(SeekFrom::Start(start))?;
-        let result = op(&mut file);
-        if let Ok(position) = file.stream_position() {
-            cursors.insert(path.to_path_buf(), position);
+        let mut files = self.files();
+        let file = files.open_file(path, create, truncate)?;
+        Ok(op(file)?)
+    }
+
+    /// Drops the cached handle of `path`, if any (`Files::remove_file`).
+    fn drop_handle(&self, path: &Path) {
+        self.files().open.remove(path);
+    }
+
+    fn files(&self) -> MutexGuard<'_, Files> {
+        self.files.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Files {
+    fn new() -> Files {
+        Files {
+            open: HashMap::new(),
+            positions: HashMap::new(),
+            order: VecDeque::new(),
+            ordered: HashSet::new(),
+            limit: FDS_LIMIT,
+            hit: false,
         }
-        Ok(result?)
     }
 
-    /// Forgets the cursors at and under `path`.
-    fn forget(&self, path: &Path) {
-        self.cursors().retain(|open, _| !open.starts_with(path));
+    /// The cached handle of `path`, or a new one: opened read-write, at the position saved when
+    /// the path's last handle was evicted, and cached; then, if the cache is full, the first
+    /// cached half of the limit other than this one is closed.
+    fn open_file(&mut self, path: &Path, create: bool, truncate: bool) -> io::Result<&mut File> {
+        if !self.open.contains_key(path) {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(create)
+                .truncate(truncate)
+                .open(path)?;
+            if let Some(position) = self.positions.get(path) {
+                file.seek(SeekFrom::Start(*position))?;
+            }
+            self.open.insert(path.to_path_buf(), file);
+            if self.ordered.insert(path.to_path_buf()) {
+                self.order.push_back(path.to_path_buf());
+            }
+            if self.open.len() as u64 >= self.limit {
+                let to_close = self.limit / 2;
+                self.close_first_cached(to_close, Some(path));
+                if !self.hit {
+                    self.hit = true;
+                    self.limit = FDS_LIMIT_AFTER_HIT;
+                }
+            }
+        }
+        self.open
+            .get_mut(path)
+            .ok_or_else(|| io::Error::other("the open-file cache lost a handle it just opened"))
     }
 
-    fn cursors(&self) -> MutexGuard<'_, HashMap<PathBuf, u64>> {
-        self.cursors.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Closes up to `count` cached handles in the order their paths were first cached, skipping
+    /// `in_use` (which goes to the back, as the runtime puts back a handle still in use) and
+    /// saving each closed handle's position if it is not 0.
+    fn close_first_cached(&mut self, count: u64, in_use: Option<&Path>) {
+        let mut closed = 0;
+        let mut kept = Vec::new();
+        while closed < count {
+            let Some(path) = self.order.pop_front() else {
+                break;
+            };
+            self.ordered.remove(&path);
+            if Some(path.as_path()) == in_use {
+                kept.push(path);
+                continue;
+            }
+            if let Some(mut file) = self.open.remove(&path) {
+                if let Ok(position) = file.stream_position() {
+                    if position != 0 {
+                        self.positions.insert(path, position);
+                    }
+                }
+                closed += 1;
+            }
+        }
+        for path in kept {
+            if self.ordered.insert(path.clone()) {
+                self.order.push_back(path);
+            }
+        }
     }
 }
 
@@ -1360,7 +1484,7 @@ mod tests {
     }
 
     #[test]
-    fn cursor_actions_follow_one_cursor_per_path() {
+    fn cursor_actions_share_the_cached_handle_of_a_path() {
         let (_home, vfs) = new_vfs();
         let who = own("app", "pub.os");
         body(&vfs, &who, "/app:pub.os/d", json!("CreateDrive"), None);
@@ -1468,5 +1592,147 @@ mod tests {
             body(&vfs, &foreign(vec![]), path, json!("Hash"), None),
             json!({"Err": "NoReadCap"})
         );
+    }
+
+    fn hash_of(bytes: &[u8]) -> Value {
+        let hash: [u8; 32] = Sha256::digest(bytes).into();
+        json!({ "Hash": hash })
+    }
+
+    #[test]
+    fn a_replaced_file_keeps_its_cached_handle_as_in_the_runtime() {
+        let (_home, vfs) = new_vfs();
+        let who = own("app", "pub.os");
+        let drive = "/app:pub.os/pkg";
+        let path = "/app:pub.os/pkg/app.zip";
+        body(&vfs, &who, drive, json!("CreateDrive"), None);
+        body(&vfs, &who, path, json!("Write"), Some(b"version one"));
+        assert_eq!(
+            body(&vfs, &who, path, json!("Hash"), None),
+            hash_of(b"version one")
+        );
+
+        // The app store's install: RemoveDirAll, AddZip (here CreateDirAll), Write.
+        body(&vfs, &who, drive, json!("RemoveDirAll"), None);
+        body(&vfs, &who, drive, json!("CreateDirAll"), None);
+        body(&vfs, &who, path, json!("Write"), Some(b"version 2"));
+        // Direct actions see the new file; cached ones the old one.
+        assert_eq!(
+            call(&vfs, &who, path, json!("Read"), None).1.unwrap(),
+            b"version 2"
+        );
+        assert_eq!(
+            body(&vfs, &who, path, json!("Metadata"), None),
+            json!({"Metadata": {"file_type": "File", "len": 9}})
+        );
+        assert_eq!(
+            body(&vfs, &who, path, json!("Hash"), None),
+            hash_of(b"version one")
+        );
+        assert_eq!(
+            body(&vfs, &who, path, json!("Len"), None),
+            json!({"Len": 11})
+        );
+        body(&vfs, &who, path, json!({"Seek": {"Start": 0}}), None);
+        let (_, blob, _) = call(&vfs, &who, path, json!("ReadToEnd"), None);
+        assert_eq!(blob.unwrap(), b"version one");
+
+        // CloseFile drops the handle: the next cached action opens the file now at the path.
+        body(&vfs, &who, path, json!("CloseFile"), None);
+        assert_eq!(
+            body(&vfs, &who, path, json!("Hash"), None),
+            hash_of(b"version 2")
+        );
+
+        // Rename leaves the handle under the old path; RemoveFile drops it.
+        let moved = "/app:pub.os/pkg/moved.zip";
+        let rename = json!({"Rename": {"new_path": moved}});
+        body(&vfs, &who, path, rename, None);
+        assert_eq!(
+            body(&vfs, &who, path, json!("Hash"), None),
+            hash_of(b"version 2")
+        );
+        assert_eq!(
+            call(&vfs, &who, path, json!("Read"), None).0,
+            io_error(ENOENT)
+        );
+        body(&vfs, &who, path, json!("Write"), Some(b"three"));
+        assert_eq!(
+            body(&vfs, &who, path, json!("Hash"), None),
+            hash_of(b"version 2")
+        );
+        body(&vfs, &who, path, json!("RemoveFile"), None);
+        assert_eq!(
+            body(&vfs, &who, path, json!("Hash"), None),
+            io_error(ENOENT)
+        );
+        assert_eq!(vfs.open_handles(), 0);
+
+        // A write in place (the path not removed first) goes to the same file, so it is seen.
+        body(&vfs, &who, moved, json!("Hash"), None);
+        body(&vfs, &who, moved, json!("Write"), Some(b"in place"));
+        assert_eq!(
+            body(&vfs, &who, moved, json!("Hash"), None),
+            hash_of(b"in place")
+        );
+    }
+
+    #[test]
+    fn the_fd_limit_evicts_the_first_cached_half_and_saves_their_positions() {
+        let (_home, vfs) = new_vfs();
+        let who = own("app", "pub.os");
+        body(&vfs, &who, "/app:pub.os/d", json!("CreateDrive"), None);
+        vfs.set_fds_limit(4);
+        let path = |n: usize| format!("/app:pub.os/d/{n}");
+        for n in 0..3 {
+            body(&vfs, &who, &path(n), json!("Write"), Some(b"0123456789"));
+            body(
+                &vfs,
+                &who,
+                &path(n),
+                json!({"Seek": {"Start": 2 + n}}),
+                None,
+            );
+        }
+        assert_eq!(vfs.open_handles(), 3);
+        // The 0th is used again: the runtime does not move it to the back.
+        body(&vfs, &who, &path(0), json!("Len"), None);
+        // The 4th handle reaches the limit: the first two cached (0 and 1) are closed.
+        body(&vfs, &who, &path(3), json!("Write"), Some(b"0123456789"));
+        body(&vfs, &who, &path(3), json!("Len"), None);
+        assert_eq!(vfs.open_handles(), 2);
+        // Replace 0 and 2: the evicted 0 is seen anew, the cached 2 is not.
+        for n in [0, 2] {
+            body(&vfs, &who, &path(n), json!("RemoveFile"), None);
+            body(&vfs, &who, &path(n), json!("Write"), Some(b"abcdefghij"));
+        }
+        // Evicted handles come back at their saved positions.
+        let (_, blob, _) = call(
+            &vfs,
+            &who,
+            &path(0),
+            json!({"ReadExact": {"length": 2}}),
+            None,
+        );
+        assert_eq!(blob.unwrap(), b"cd");
+        body(&vfs, &who, &path(1), json!("Len"), None);
+        let (_, blob, _) = call(
+            &vfs,
+            &who,
+            &path(1),
+            json!({"ReadExact": {"length": 1}}),
+            None,
+        );
+        assert_eq!(blob.unwrap(), b"3");
+        // 2 was dropped by RemoveFile, so it is fresh at 0; fd-manager raised the limit.
+        let (_, blob, _) = call(
+            &vfs,
+            &who,
+            &path(2),
+            json!({"ReadExact": {"length": 1}}),
+            None,
+        );
+        assert_eq!(blob.unwrap(), b"a");
+        assert_eq!(vfs.open_handles(), 4);
     }
 }

@@ -4,7 +4,7 @@
 //! as a local process would, and print each step: uploaded, linked (import -> provider),
 //! installed, and what the installed app prints. Then the app store installs a new version of
 //! `app` by itself, with its own steps (not through the linker), and the linker notices and links
-//! it. Then a package bounds what a library linked into it may do (`library-bounds.json`), and the
+//! it; then a new version of its library, and the linker re-links the app against it. Then a package bounds what a library linked into it may do (`library-bounds.json`), and the
 //! guard the linker composes refuses what the bound does not allow. Last, terminal scripts show
 //! the node's APIs and what was linked.
 
@@ -77,27 +77,28 @@ fn main() -> Result<()> {
         }
     }
 
-    println!(
-        "\n== app:test.os 0.2.0, installed by the app store itself (NewPackage, then Install)"
-    );
-    let zip = std::fs::read(fixtures.package("app.v2"))?;
-    let hash = store.new_package("app:test.os", &zip)?;
-    let started = Instant::now();
-    store.install("app:test.os", &hash, Some(1))?;
-    println!("the app store installed it unlinked; the linker's next look finds it");
-    let line = linker_fixtures::expect::app_v2(false);
-    match node.wait_for_print(
-        |pid, message| pid == "app:app:test.os" && message == line,
-        Duration::from_secs(60),
-    ) {
-        Some(_) => println!(
-            "  app:app:test.os printed, {:.1} s after the app store's install: {line}",
-            started.elapsed().as_secs_f64()
+    for (package, fixture, what, line) in [
+        (
+            "app:test.os",
+            "app.v2",
+            "app:test.os 0.2.0",
+            linker_fixtures::expect::app_v2(false),
         ),
-        None => bail!(
-            "the linker did not link what the app store installed: {:#?}",
-            node.prints()
+        (
+            "mathlib:test.os",
+            "mathlib.v2",
+            "its library mathlib:test.os 0.2.0",
+            linker_fixtures::expect::app_v2(true),
         ),
+    ] {
+        app_store_update(
+            &node,
+            &store,
+            package,
+            &fixtures.package(fixture),
+            what,
+            &line,
+        )?;
     }
 
     bounded_library(&node, &uploader, fixtures)?;
@@ -113,6 +114,37 @@ fn main() -> Result<()> {
             Some((_, print)) => println!("{}", print.message),
             None => bail!("{script} printed nothing"),
         }
+    }
+    Ok(())
+}
+
+/// The app store installs `zip` of `package` by itself (`NewPackage`, then `Install`); waits for
+/// `app:app:test.os` to print `line`, running linked again.
+fn app_store_update(
+    node: &Node,
+    store: &AppStore,
+    package: &str,
+    zip: &std::path::Path,
+    what: &str,
+    line: &str,
+) -> Result<()> {
+    println!("\n== {what}, installed by the app store itself (NewPackage, then Install)");
+    let hash = store.new_package(package, &std::fs::read(zip)?)?;
+    let started = Instant::now();
+    store.install(package, &hash, Some(1))?;
+    println!("the app store installed it unlinked; the linker's next look finds it");
+    match node.wait_for_print(
+        |pid, message| pid == "app:app:test.os" && message == line,
+        Duration::from_secs(60),
+    ) {
+        Some(_) => println!(
+            "  app:app:test.os printed, {:.1} s after the app store's install: {line}",
+            started.elapsed().as_secs_f64()
+        ),
+        None => bail!(
+            "the linker did not link what the app store installed: {:#?}",
+            node.prints()
+        ),
     }
     Ok(())
 }

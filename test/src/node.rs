@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use linker_fixtures::{linker_package, Fixtures};
 use linker_test_host::caps;
-use linker_test_host::{Mailbox, Node};
+use linker_test_host::{AppStore, Mailbox, Node};
 use serde_json::{json, Value};
 
 /// The test node's name.
@@ -172,6 +172,33 @@ pub fn process(address: &str) -> String {
         .split_once('@')
         .map_or(address, |(_, p)| p)
         .to_owned()
+}
+
+/// A node with the linker and an app store.
+pub fn with_app_store() -> (Session, AppStore) {
+    let s = Session::new();
+    let store = AppStore::new(&s.node);
+    (s, store)
+}
+
+/// Installs fixture `name` the way the app store does (`NewPackage`, then `Install`); returns its
+/// version hash.
+pub fn app_store_install(store: &AppStore, name: &str) -> String {
+    let f = fixtures();
+    let hash = store
+        .new_package(&f.id(name), &read(f.package(name)))
+        .expect("the download is written");
+    store
+        .install(&f.id(name), &hash, Some(1))
+        .expect("the app store installs");
+    hash
+}
+
+/// The linker's answer to `Linked` for `package` (`name:publisher`).
+pub fn linked(s: &Session, package: &str) -> Value {
+    let (package_name, publisher) = package.split_once(':').expect("an id");
+    let request = json!({"Linked": {"package_name": package_name, "publisher_node": publisher}});
+    s.ask(&s.tester, request, None, vec![]).0["Linked"].clone()
 }
 
 /// The `Ok` of a result, or a panic showing the error.

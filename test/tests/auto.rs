@@ -6,39 +6,12 @@
 use std::time::{Duration, Instant};
 
 use linker_fixtures::expect;
-use linker_test_host::{caps, AppStore};
+use linker_test_host::caps;
 use linker_tests::node::*;
 use serde_json::{json, Value};
 
 /// The linker's process id, as prints name it.
 const LINKER_PID: &str = "linker:linker:sys";
-
-/// A node with the linker and an app store.
-fn session() -> (Session, AppStore) {
-    let s = Session::new();
-    let store = AppStore::new(&s.node);
-    (s, store)
-}
-
-/// Installs fixture `name` the way the app store does (`NewPackage`, then `Install`); returns its
-/// version hash.
-fn app_store_install(store: &AppStore, name: &str) -> String {
-    let f = fixtures();
-    let hash = store
-        .new_package(&f.id(name), &read(f.package(name)))
-        .expect("the download is written");
-    store
-        .install(&f.id(name), &hash, Some(1))
-        .expect("the app store installs");
-    hash
-}
-
-/// The linker's answer to `Linked` for `package`.
-fn linked(s: &Session, package: &str) -> Value {
-    let (package_name, publisher) = package.split_once(':').expect("an id");
-    let request = json!({"Linked": {"package_name": package_name, "publisher_node": publisher}});
-    s.ask(&s.tester, request, None, vec![]).0["Linked"].clone()
-}
 
 /// Waits until the linker has handled `version_hash` of `package` and returns what `Linked`
 /// says of it.
@@ -88,7 +61,7 @@ fn auto_link(s: &Session, on: Option<bool>, attach: Vec<linker_test_host::Capabi
 
 #[test]
 fn a_dependent_the_app_store_installs_ends_up_running_linked_and_stays_linked_after_a_reboot() {
-    let (s, store) = session();
+    let (s, store) = with_app_store();
     let mathlib = app_store_install(&store, "mathlib");
     let app = app_store_install(&store, "app");
     s.wait_for("app:app:test.os", &expect::app());
@@ -149,7 +122,7 @@ fn a_dependent_the_app_store_installs_ends_up_running_linked_and_stays_linked_af
 
 #[test]
 fn a_new_library_version_from_the_app_store_relinks_its_dependents() {
-    let (s, store) = session();
+    let (s, store) = with_app_store();
     app_store_install(&store, "mathlib");
     app_store_install(&store, "app");
     s.wait_for("app:app:test.os", &expect::app());
@@ -172,7 +145,7 @@ fn a_new_library_version_from_the_app_store_relinks_its_dependents() {
 
 #[test]
 fn an_unlinkable_package_is_reported_once_left_alone_and_linked_once_its_library_arrives() {
-    let (s, store) = session();
+    let (s, store) = with_app_store();
     let app = app_store_install(&store, "app");
     let info = handled(&s, "app:test.os", &app);
     let unresolved = &info["status"]["Failed"]["Unresolved"][0];
@@ -209,7 +182,7 @@ fn an_unlinkable_package_is_reported_once_left_alone_and_linked_once_its_library
 
 #[test]
 fn a_removed_library_leaves_its_dependents_running_and_marked() {
-    let (s, store) = session();
+    let (s, store) = with_app_store();
     app_store_install(&store, "mathlib");
     let app = app_store_install(&store, "app");
     s.wait_for("app:app:test.os", &expect::app());
@@ -238,7 +211,7 @@ fn a_removed_library_leaves_its_dependents_running_and_marked() {
 
 #[test]
 fn switched_off_it_links_nothing_and_the_switch_survives_a_reboot() {
-    let (s, store) = session();
+    let (s, store) = with_app_store();
     // Switching needs the linker's capability, as installing does.
     let refused = auto_link(&s, Some(false), vec![]);
     assert!(err(&refused)["NotAuthorised"].is_string(), "{refused:#}");
@@ -265,7 +238,7 @@ fn switched_off_it_links_nothing_and_the_switch_survives_a_reboot() {
 
 #[test]
 fn nothing_loops_and_quick_changes_are_handled_once_each_in_order() {
-    let (s, store) = session();
+    let (s, store) = with_app_store();
     // Two installs in quick succession, the dependent first: handled in one tick, the library
     // first, so the app links at once and is installed once.
     let app = app_store_install(&store, "app");

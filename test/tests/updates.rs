@@ -8,37 +8,10 @@
 use std::time::{Duration, Instant};
 
 use linker_fixtures::expect;
-use linker_test_host::AppStore;
 use linker_tests::node::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const APP: &str = "app:app:test.os";
-
-/// A node with the linker and an app store.
-fn session() -> (Session, AppStore) {
-    let s = Session::new();
-    let store = AppStore::new(&s.node);
-    (s, store)
-}
-
-/// Installs fixture `name` the way the app store does; returns its version hash.
-fn app_store_install(store: &AppStore, name: &str) -> String {
-    let f = fixtures();
-    let hash = store
-        .new_package(&f.id(name), &read(f.package(name)))
-        .expect("the download is written");
-    store
-        .install(&f.id(name), &hash, Some(1))
-        .expect("the app store installs");
-    hash
-}
-
-/// What `Linked` says of `package`.
-fn linked(s: &Session, package: &str) -> Value {
-    let (package_name, publisher) = package.split_once(':').expect("an id");
-    let request = json!({"Linked": {"package_name": package_name, "publisher_node": publisher}});
-    s.ask(&s.tester, request, None, vec![]).0["Linked"].clone()
-}
 
 /// Waits until `APP` has printed `line` `times` times in all.
 fn wait_printed(s: &Session, line: &str, times: usize) {
@@ -109,7 +82,7 @@ fn runs_linked(s: &Session, line: &str, info: &Value) {
 
 #[test]
 fn updates_seconds_apart_the_app_twice_its_library_and_the_same_version_again_all_end_up_linked() {
-    let (s, store) = session();
+    let (s, store) = with_app_store();
     app_store_install(&store, "mathlib");
     let app = app_store_install(&store, "app");
     wait_printed(&s, &expect::app(), 1);
@@ -154,7 +127,7 @@ fn updates_seconds_apart_the_app_twice_its_library_and_the_same_version_again_al
 
 #[test]
 fn updates_back_to_back_in_either_order_and_an_app_updated_twice_at_once_end_up_linked() {
-    let (s, store) = session();
+    let (s, store) = with_app_store();
     app_store_install(&store, "mathlib");
     app_store_install(&store, "app");
     wait_printed(&s, &expect::app(), 1);

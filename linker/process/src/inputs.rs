@@ -27,9 +27,14 @@ pub struct Caller<'a> {
     pub capabilities: &'a [Capability],
     /// The blob, until [`gather`] takes it as the package (a large zip is not copied).
     pub blob: Option<Vec<u8>>,
+    /// An installed package's zip the caller has already read and hashed (auto-linking), which
+    /// [`gather`] takes for [`PackageSource::Installed`] of that package instead of reading and
+    /// hashing `/{pkg}/pkg/{pkg}.zip` again.
+    pub installed: Option<Named>,
 }
 
 /// An input, named as the linker reports it, hashed once.
+#[derive(Clone)]
 pub struct Named {
     /// A package id (`name:publisher`) or a file name.
     pub name: String,
@@ -203,11 +208,17 @@ pub fn gather(
         }
         PackageSource::Installed(id) => {
             let id = id_string(id);
-            let path = format!("/{id}/pkg/{id}.zip");
-            let bytes = node::read_if_exists(&path)
-                .map_err(LinkerError::Unreadable)?
-                .ok_or_else(|| LinkerError::NotInstalled(id.clone()))?;
-            (Named::new(id.clone(), bytes), Some(id))
+            let package = match caller.installed.take() {
+                Some(read) if read.name == id => read,
+                _ => {
+                    let path = format!("/{id}/pkg/{id}.zip");
+                    let bytes = node::read_if_exists(&path)
+                        .map_err(LinkerError::Unreadable)?
+                        .ok_or_else(|| LinkerError::NotInstalled(id.clone()))?;
+                    Named::new(id.clone(), bytes)
+                }
+            };
+            (package, Some(id))
         }
     };
     let package_id = installed_id

@@ -117,6 +117,7 @@ pub fn answer(our: &Address, incoming: &mut Incoming) -> Answer {
         source,
         capabilities,
         blob: blob.take(),
+        installed: None,
     };
     let (response, blob) = match &*parsed {
         Parsed::Request(request) => answer_request(our, &mut caller, request),
@@ -506,6 +507,7 @@ fn relink_one(our: &Address, package: &str) -> Result<api::InstallReport, Linker
         source: our,
         capabilities: &[],
         blob: None,
+        installed: None,
     };
     install_package_with(our, &mut caller, &request, record.trigger, None)
 }

@@ -29,7 +29,7 @@
 use kinode_process_lib::{println, Address, Request};
 
 use crate::api::{self, LinkRequest, LinkerError, PackageSource};
-use crate::inputs::{self, Caller};
+use crate::inputs::{self, Caller, Named};
 use crate::node;
 use crate::service;
 use crate::store::{self, Status, Trigger};
@@ -216,13 +216,13 @@ fn forget(package: &str) {
 /// same tick, which its re-links leave to their own turn.
 fn handle(our: &Address, package: &str, has_api: bool, batch: &[String]) {
     let zip = match node::installed_zip(package) {
-        Ok(zip) => zip,
+        Ok(bytes) => Named::new(package.to_owned(), bytes),
         Err(failure) => {
             println!("linker: cannot read {}: {}", failure.step, failure.reason);
             return;
         }
     };
-    let version_hash = store::sha256_hex(&zip);
+    let version_hash = zip.sha256.clone();
     let known = store::auto()
         .ok()
         .and_then(|mut auto| auto.packages.remove(package).map(|t| (t, auto.epoch)));
@@ -232,18 +232,18 @@ fn handle(our: &Address, package: &str, has_api: bool, batch: &[String]) {
     if let Some((tracked, epoch)) = &known {
         let same = tracked.version_hash == version_hash;
         match tracked.status {
-            Status::NothingToLink if same => return mark(package, &version_hash, &zip),
+            Status::NothingToLink if same => return mark(package, &version_hash, &zip.bytes),
             Status::Failed(_) if same && tracked.epoch == *epoch => {
-                return mark(package, &version_hash, &zip)
+                return mark(package, &version_hash, &zip.bytes)
             }
             _ => {}
         }
     }
-    let outcome = link_and_install(our, package, batch);
+    let outcome = link_and_install(our, zip.clone(), batch);
     let status = match outcome {
         Ok(Handled::Installed | Handled::Superseded) => return,
         Ok(Handled::NothingToLink) => {
-            mark(package, &version_hash, &zip);
+            mark(package, &version_hash, &zip.bytes);
             if has_api {
                 let relinks = service::plan_relinks(package, &version_hash, batch);
                 for relink in service::relink(our, relinks) {
@@ -264,7 +264,7 @@ fn handle(our: &Address, package: &str, has_api: bool, batch: &[String]) {
                  runs as installed: {} (`linked:linker:sys {package}` shows why)",
                 summary(&error)
             );
-            mark(package, &version_hash, &zip);
+            mark(package, &version_hash, &zip.bytes);
             Status::Failed(error)
         }
     };
@@ -281,12 +281,11 @@ enum Handled {
     Superseded,
 }
 
-/// Links an installed package by the usual rule, and installs it if anything was linked.
-fn link_and_install(
-    our: &Address,
-    package: &str,
-    batch: &[String],
-) -> Result<Handled, LinkerError> {
+/// Links an installed package, whose zip as just read is `zip`, by the usual rule, and installs
+/// it if anything was linked.
+fn link_and_install(our: &Address, zip: Named, batch: &[String]) -> Result<Handled, LinkerError> {
+    let package = zip.name.clone();
+    let package = package.as_str();
     let id = inputs::package_id(package).ok_or(LinkerError::NoPackageId)?;
     let request = LinkRequest {
         source: PackageSource::Installed(id),
@@ -297,6 +296,7 @@ fn link_and_install(
         source: our,
         capabilities: &[],
         blob: None,
+        installed: Some(zip),
     };
     let (inputs, linked) = match service::link(our, &mut caller, &request) {
         Ok(linked) => linked,
@@ -368,11 +368,12 @@ fn retry_failed(our: &Address, auto: &store::Auto, batch: &[String]) {
         if matches!(look(&package), Seen::Absent) {
             continue;
         }
-        let version_hash = match node::installed_zip(&package) {
-            Ok(zip) => store::sha256_hex(&zip),
+        let zip = match node::installed_zip(&package) {
+            Ok(bytes) => Named::new(package.clone(), bytes),
             Err(_) => continue,
         };
-        let status = match link_and_install(our, &package, batch) {
+        let version_hash = zip.sha256.clone();
+        let status = match link_and_install(our, zip, batch) {
             Ok(Handled::Installed) => {
                 println!("linker: {package} is linked now that the APIs on the node changed");
                 continue;

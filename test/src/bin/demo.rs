@@ -4,8 +4,9 @@
 //! as a local process would, and print each step: uploaded, linked (import -> provider),
 //! installed, and what the installed app prints. Then the app store installs a new version of
 //! `app` by itself, with its own steps (not through the linker), and the linker notices and links
-//! it; then a new version of its library, and the linker re-links the app against it. Then a package bounds what a library linked into it may do (`library-bounds.json`), and the
-//! guard the linker composes refuses what the bound does not allow. Last, terminal scripts show
+//! it; then a new version of its library, and the linker re-links the app against it. Then a
+//! package bounds what a library linked into it may do (`library-bounds.json`), and the guard the
+//! linker composes refuses what the bound does not allow. Last, terminal scripts show
 //! the node's APIs and what was linked.
 
 use std::time::{Duration, Instant};

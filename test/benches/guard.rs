@@ -86,8 +86,8 @@ fn main() -> Result<()> {
         Ok(n) => n.parse().context("LINKER_BENCH_RUNS is a number")?,
         Err(_) => 15,
     };
-    let own = json!({"libraries": {"courier:test.os": {"send-to": ["library-package"]}}});
-    let anyone = json!({"libraries": {"courier:test.os": {"send-to": ["*@*:*:*"]}}});
+    let own = json!({"libraries": {"courier:test.os": {"may": ["send-requests", "spawn", "files", "clocks", "random", "environment", "streams"], "send-to": ["library-package"]}}});
+    let anyone = json!({"libraries": {"courier:test.os": {"may": ["send-requests", "spawn", "files", "clocks", "random", "environment", "streams"], "send-to": ["*@*:*:*"]}}});
     // The same package on two nodes first: how far apart two nodes are with no guard at all.
     let variants = [
         ("no guard", None),

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use linker_core::{Ability, BoundsError, Input, LinkError, Options};
+use linker_core::{Ability, BoundsError, Input, LinkError, Options, Reason};
 use linker_fixtures::{Fixtures, PUBLISHER};
 use linker_test_host::caps;
 use linker_tests::damage::{add_to_zip, file_in_zip};
@@ -185,17 +185,23 @@ fn unbounded_the_library_reaches_everyone_and_the_audit_lists_what_its_imports_a
     assert!(denials(&s).is_empty());
 }
 
+/// A bound that lets courier do everything its imports allow (spawning included, which a
+/// `send-to` bound needs said outright) and send requests only to `targets`.
+fn send_to(targets: &[&str]) -> Value {
+    json!({"libraries": {"courier:test.os": {"may": courier_abilities(), "send-to": targets}}})
+}
+
 #[test]
 fn bounded_to_its_own_package_the_library_reaches_only_it_and_each_denial_is_printed() {
     let s = with_courier();
-    let bounds = json!({"libraries": {"courier:test.os": {"send-to": ["library-package"]}}});
-    let report = install_sender(&s, bounded_sender(&bounds));
+    let report = install_sender(&s, bounded_sender(&send_to(&["library-package"])));
     let report = ok(&report);
     let library = &sender_component(report)["libraries"][0];
     assert_eq!(library["guarded"], true);
+    assert_eq!(library["bound"]["send_to"], json!(["library-package"]));
     assert_eq!(
-        library["bound"],
-        json!({"may": null, "send_to": ["library-package"]})
+        library["bound"]["may"].as_array().map(Vec::len),
+        Some(courier_abilities().len())
     );
     assert_eq!(
         sender_lines(&s),
@@ -224,8 +230,7 @@ fn bounded_to_its_own_package_the_library_reaches_only_it_and_each_denial_is_pri
 #[test]
 fn spawned_workers_may_be_allowed_besides_the_library_package() {
     let s = with_courier();
-    let bounds =
-        json!({"libraries": {"courier:test.os": {"send-to": ["library-package", "spawned"]}}});
+    let bounds = send_to(&["library-package", "spawned"]);
     ok(&install_sender(&s, bounded_sender(&bounds)));
     assert_eq!(
         sender_lines(&s),
@@ -284,6 +289,46 @@ fn a_bound_forbidding_spawning_refuses_the_library_at_link_time_and_keeps_what_r
     assert_eq!(component["libraries"][0]["forbidden"], json!(["spawn"]));
 }
 
+#[test]
+fn a_send_to_bound_refuses_a_library_that_spawns_unless_its_may_accepts_that() {
+    let s = with_courier();
+    ok(&install_sender(&s, read(fixtures().package("sender"))));
+    sender_lines(&s);
+    let installed = s
+        .file("/sender:test.os/pkg/sender.wasm")
+        .expect("installed");
+
+    let bounds = json!({"libraries": {"courier:test.os": {"send-to": ["library-package"]}}});
+    let result = install_sender(&s, bounded_sender(&bounds));
+    let forbidden = &err(&result)["Forbidden"];
+    assert_eq!(forbidden.as_array().map(Vec::len), Some(1), "{result:#}");
+    assert_eq!(forbidden[0]["imports"], json!(["spawn"]));
+    assert_eq!(forbidden[0]["ability"], "Spawn");
+    assert_eq!(forbidden[0]["send_to"], json!(["library-package"]));
+    assert_eq!(forbidden[0]["send_to_cannot_hold"], true);
+    let message = forbidden[0]["message"].as_str().expect("message");
+    assert!(
+        message.contains("`courier-api.wasm` in `courier:test.os` imports `spawn`")
+            && message.contains("(requests only to: library-package) would not hold")
+            && message.contains("list `spawn` in its `may`"),
+        "{message}"
+    );
+    assert_eq!(s.file("/sender:test.os/pkg/sender.wasm"), Some(installed));
+    assert_eq!(s.file("/sender:test.os/pkg/library-bounds.json"), None);
+
+    // Natively the same, as a typed error.
+    let f = fixtures();
+    match link_sender(f, Some(&bounds)) {
+        Err(LinkError::Bounds(BoundsError::Forbidden { forbidden })) => {
+            assert_eq!(forbidden.len(), 1);
+            assert_eq!(forbidden[0].reason, Reason::SendToCannotHold);
+            assert_eq!(forbidden[0].ability, Ability::Spawn);
+            assert_eq!(forbidden[0].send_to, ["library-package"]);
+        }
+        other => panic!("expected the spawn forbidden by send-to, got {other:?}"),
+    }
+}
+
 /// Links the sender natively with `bounds` (none: the package as built).
 fn link_sender(f: &Fixtures, bounds: Option<&Value>) -> Result<linker_core::Linked, LinkError> {
     let package = match bounds {
@@ -318,11 +363,7 @@ fn without_a_guard_the_linked_component_is_the_same_bytes() {
     let marker = b"linker-guard-policy-v1";
     let contains = |haystack: &[u8]| haystack.windows(marker.len()).any(|w| w == marker);
     assert!(!contains(&plain_wasm));
-    let guarded = link_sender(
-        f,
-        Some(&json!({"libraries": {"courier:test.os": {"send-to": ["library-package"]}}})),
-    )
-    .expect("links");
+    let guarded = link_sender(f, Some(&send_to(&["library-package"]))).expect("links");
     assert!(contains(
         &file_in_zip(&guarded.bytes, "sender.wasm").expect("sender.wasm")
     ));

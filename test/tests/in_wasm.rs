@@ -64,7 +64,7 @@ fn wasm_build_links_byte_identically_to_native() {
     );
     // A bounded library gets a guard, configured the same way in both builds.
     let bounds =
-        br#"{"libraries": {"courier:test.os": {"send-to": ["library-package", "spawned"]}}}"#;
+        br#"{"libraries": {"courier:test.os": {"may": ["send-requests", "spawn", "files", "clocks", "random", "environment", "streams"], "send-to": ["library-package", "spawned"]}}}"#;
     let sender = add_to_zip(
         &read(fixtures.package("sender")),
         "library-bounds.json",

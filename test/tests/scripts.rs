@@ -148,17 +148,39 @@ fn link_shows_what_each_library_can_do_and_how_the_package_bounds_it() {
             .expect("writing into the tester's drive");
         path
     };
-    let package =
-        upload(json!({"libraries": {"courier:test.os": {"send-to": ["library-package"]}}}));
+    let package = upload(
+        json!({"libraries": {"courier:test.os": {"may": ["send-requests", "spawn", "files", "clocks", "random", "environment", "streams"], "send-to": ["library-package"]}}}),
+    );
     let output = s.run("link:linker:sys", &format!("{package} --api {api}"));
     let expected = [
         "  what the libraries in sender.wasm can do:",
         "    courier-api.wasm (courier:test.os) can: send requests, spawn processes, use files, read \
          clocks, get random numbers, read its environment and use standard I/O, use I/O streams",
-        "      bounded by library-bounds.json: requests only to: library-package, enforced by a guard",
+        "      bounded by library-bounds.json: may only: send-requests, spawn, files, clocks, random, \
+         environment, streams; requests only to: library-package, enforced by a guard; the \
+         processes it spawns are not bounded",
     ]
     .join("\n");
     assert!(output.contains(&expected), "{output}");
+    // `kinode-link` shows the library with the same lines (two spaces less indented).
+    let zip = s.node.read_file(&package).expect("the upload");
+    let api_zip = read(fixtures().api("courier"));
+    let linked = linker_core::link(
+        linker_core::Input::new("sender:test.os", &zip),
+        &[linker_core::Input::new("courier:test.os", &api_zip)],
+        &linker_core::Options::default(),
+    )
+    .expect("links natively");
+    let component = linked
+        .report
+        .components
+        .iter()
+        .find(|component| component.path == "sender.wasm")
+        .expect("sender.wasm");
+    let mut native = Vec::new();
+    component.library_lines(&mut native);
+    let native: Vec<String> = native.iter().map(|line| format!("  {line}")).collect();
+    assert!(output.contains(&native.join("\n")), "{output}\n{native:#?}");
 
     let package = upload(
         json!({"libraries": {"courier:test.os": {"may": ["send-requests", "files", "clocks", "random", "environment", "streams"]}}}),

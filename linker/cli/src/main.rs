@@ -55,7 +55,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = WorldArg::Kinode)]
         world: WorldArg,
     },
-    /// Explain, import by import, how a package would be linked and why any import would not.
+    /// Explain, import by import, how a package would be linked and why any import would not,
+    /// and what each library would be able to do and how the package bounds it.
     Explain {
         /// The package zip.
         package: PathBuf,
@@ -245,6 +246,7 @@ fn run(command: Command) -> Result<String, String> {
                     };
                     lines.push(format!("  {import}{by}"));
                 }
+                component.library_lines(&mut lines);
             }
             Ok(lines.join("\n"))
         }

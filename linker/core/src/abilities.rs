@@ -50,6 +50,19 @@ pub enum Ability {
 }
 
 impl Ability {
+    /// Whether the ability lets a library make a message leave the process or hand on its
+    /// capabilities, so that a `send-to` bound needs a guard on it (README "Every way out").
+    pub fn reaches_out(self) -> bool {
+        matches!(
+            self,
+            Ability::SendRequests
+                | Ability::SendResponses
+                | Ability::Spawn
+                | Ability::ChangeCapabilities
+                | Ability::OnExit
+        )
+    }
+
     /// Every ability, in the order reports list them.
     pub const ALL: [Ability; 16] = [
         Ability::SendRequests,

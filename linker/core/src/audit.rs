@@ -6,7 +6,7 @@ use linker_guard::{GuardError, Policy};
 use wac_graph::types::Types;
 
 use crate::abilities::{self, Ability};
-use crate::bounds::{package_of, Bounds, Forbidden};
+use crate::bounds::{self, package_of, Bounds, Forbidden};
 use crate::inspect::Unit;
 use crate::report::LibraryReport;
 use crate::resolve::{Catalog, Plan};
@@ -55,23 +55,25 @@ pub(crate) fn audit(
         let abilities: Vec<Ability> = granted.keys().copied().collect();
         let bound = bounds.of(&unit.origin.archive);
         let mut forbidden = Vec::new();
-        if let Some(may) = bound.and_then(|(bound, _)| bound.may.as_ref()) {
+        if let Some((bound, _)) = bound {
             for (ability, imports) in &granted {
-                if may.contains(ability) {
+                let Some(reason) = bounds::forbids(bound, *ability) else {
                     continue;
-                }
+                };
                 forbidden.extend(imports.iter().cloned());
                 audit.forbidden.push(Forbidden {
                     component: component.to_owned(),
                     library: unit.origin.clone(),
                     imports: imports.clone(),
                     ability: *ability,
-                    may: may.iter().copied().collect(),
+                    may: bound.may.iter().flatten().copied().collect(),
+                    send_to: bound.send_to.clone().unwrap_or_default(),
+                    reason,
                 });
             }
         }
         let targets = bound.and_then(|(_, targets)| targets);
-        let guarded = targets.is_some() && granted.contains_key(&Ability::SendRequests);
+        let guarded = targets.is_some() && granted.keys().any(|ability| ability.reaches_out());
         let guard = match targets {
             Some(targets) if guarded && guards => {
                 let package = package_of(&unit.origin.archive);

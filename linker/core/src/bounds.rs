@@ -46,6 +46,29 @@ struct File {
     libraries: BTreeMap<String, Bound>,
 }
 
+/// Why a bound forbids an ability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// `may` does not list it.
+    NotInMay,
+    /// The bound has `send-to`, which the guard cannot hold for what the ability reaches (the
+    /// code a spawned process runs), and `may` does not list it to accept that.
+    SendToCannotHold,
+}
+
+/// Whether `bound` forbids `ability`, and why.
+pub(crate) fn forbids(bound: &Bound, ability: Ability) -> Option<Reason> {
+    match &bound.may {
+        Some(may) if !may.contains(&ability) => Some(Reason::NotInMay),
+        Some(_) => None,
+        None if bound.send_to.is_some() && ability == Ability::Spawn => {
+            Some(Reason::SendToCannotHold)
+        }
+        None => None,
+    }
+}
+
 /// What a bound forbids one library: the imports granting one ability it may not have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forbidden {
@@ -57,13 +80,32 @@ pub struct Forbidden {
     pub imports: Vec<String>,
     /// What it would let the library do.
     pub ability: Ability,
-    /// What the bound lets it do.
+    /// What the bound's `may` lets it do (empty when `may` is absent).
     pub may: Vec<Ability>,
+    /// The bound's `send-to` (empty when it has none).
+    pub send_to: Vec<String>,
+    /// Why the ability is forbidden.
+    pub reason: Reason,
 }
 
 impl fmt::Display for Forbidden {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let imports: Vec<String> = self.imports.iter().map(|i| format!("`{i}`")).collect();
+        if self.reason == Reason::SendToCannotHold {
+            return write!(
+                f,
+                "linking `{}`: {} imports {}, which would let it {}; the processes it spawns run \
+                 code no guard sees, so the bound {FILE} gives `{}` (requests only to: {}) would not \
+                 hold for them: list `{}` in its `may` to accept that, or drop its `send-to`",
+                self.component,
+                self.library,
+                imports.join(", "),
+                self.ability.phrase(),
+                package_of(&self.library.archive),
+                self.send_to.join(", "),
+                self.ability.name(),
+            );
+        }
         write!(
             f,
             "linking `{}`: {} imports {}, which would let it {}; {FILE} lets `{}` only {}",

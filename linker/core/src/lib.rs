@@ -24,7 +24,7 @@ use wasmparser::Parser;
 
 pub use abilities::Ability;
 pub use archive::{ArchiveError, Compression, Limits};
-pub use bounds::{Bound, BoundsError, Forbidden};
+pub use bounds::{Bound, BoundsError, Forbidden, Reason};
 pub use compose::ComposeError;
 pub use inspect::{InspectError, Origin, World};
 pub use linker_guard::GuardError;

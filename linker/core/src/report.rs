@@ -116,34 +116,59 @@ impl LibraryReport {
     pub fn can(&self) -> String {
         describe(&self.abilities)
     }
-}
 
-impl fmt::Display for LibraryReport {
-    /// `mathlib-api.wasm (mathlib:test.os) can: print to the terminal`, then its bound.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}) can: {}",
+    /// The lines that show it, each starting with `indent`: what it can do, then (two spaces
+    /// further in) its bound and what the bound forbids. The linker's scripts show a library with
+    /// the same lines.
+    pub fn lines(&self, indent: &str) -> Vec<String> {
+        let mut lines = vec![format!(
+            "{indent}{} ({}) can: {}",
             self.library.path,
             self.library.archive,
             self.can()
-        )?;
+        )];
         if let Some(bound) = &self.bound {
+            let mut limits = Vec::new();
             if let Some(may) = &bound.may {
                 let names: Vec<&str> = may.iter().map(|ability| ability.name()).collect();
-                write!(f, "; bounded to: {}", names.join(", "))?;
+                limits.push(format!("may only: {}", names.join(", ")));
             }
             if let Some(targets) = &bound.send_to {
-                write!(f, "; requests only to: {}", targets.join(", "))?;
+                let guard = if self.guarded {
+                    ", enforced by a guard"
+                } else {
+                    ""
+                };
+                limits.push(format!("requests only to: {}{guard}", targets.join(", ")));
+                let spawns = self.abilities.contains(&Ability::Spawn)
+                    && bound
+                        .may
+                        .as_ref()
+                        .is_some_and(|may| may.contains(&Ability::Spawn));
+                if spawns {
+                    limits.push("the processes it spawns are not bounded".to_owned());
+                }
             }
-            if self.guarded {
-                write!(f, " (guarded)")?;
-            }
+            lines.push(format!(
+                "{indent}  bounded by library-bounds.json: {}",
+                limits.join("; ")
+            ));
         }
         if !self.forbidden.is_empty() {
-            write!(f, "; forbidden: {}", self.forbidden.join(", "))?;
+            lines.push(format!(
+                "{indent}  forbidden by library-bounds.json: {}",
+                self.forbidden.join(", ")
+            ));
         }
-        Ok(())
+        lines
+    }
+}
+
+impl fmt::Display for LibraryReport {
+    /// `mathlib-api.wasm (mathlib:test.os) can: print to the terminal`, then its bound (see
+    /// [`LibraryReport::lines`]).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.lines("").join("\n"))
     }
 }
 
@@ -238,7 +263,7 @@ impl ComponentReport {
             return;
         }
         shown.push(&library.library);
-        lines.push(format!("{}{library}", "  ".repeat(depth)));
+        lines.extend(library.lines(&"  ".repeat(depth)));
         for nested in &self.libraries {
             if nested.imported_by.contains(&library.library) {
                 self.library_tree(nested, depth + 1, shown, lines);

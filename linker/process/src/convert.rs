@@ -237,6 +237,8 @@ impl From<&core::LinkError> for api::LinkerError {
                             imports: forbidden.imports.clone(),
                             ability: ability(forbidden.ability),
                             may: abilities(&forbidden.may),
+                            send_to: forbidden.send_to.clone(),
+                            send_to_cannot_hold: forbidden.reason == core::Reason::SendToCannotHold,
                             message: forbidden.to_string(),
                         })
                         .collect(),

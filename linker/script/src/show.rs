@@ -375,7 +375,8 @@ fn components(components: &[ComponentReport], copied: &[CopiedFile]) -> Vec<Stri
 }
 
 /// What each library linked into `component` can do, nested libraries under the library that
-/// brings them in: `    courier-api.wasm (courier:test.os) can: send requests, spawn processes`.
+/// brings them in: `    courier-api.wasm (courier:test.os) can: send requests, spawn processes`,
+/// with the same lines as `kinode-link` (`linker_core::LibraryReport::lines`).
 fn libraries(component: &ComponentReport) -> Vec<String> {
     let mut lines = Vec::new();
     if component.libraries.is_empty() {
@@ -431,6 +432,14 @@ fn library_lines<'a>(
                 ""
             };
             limits.push(format!("requests only to: {}{guard}", targets.join(", ")));
+            let spawns = library.abilities.contains(&Ability::Spawn)
+                && bound
+                    .may
+                    .as_ref()
+                    .is_some_and(|may| may.contains(&Ability::Spawn));
+            if spawns {
+                limits.push("the processes it spawns are not bounded".to_owned());
+            }
         }
         lines.push(format!(
             "{indent}  bounded by library-bounds.json: {}",

@@ -191,7 +191,7 @@ fn install(uploader: &Mailbox, id: &str, package: Vec<u8>, metadata: &str) -> Re
 /// which imports it, with a `library-bounds.json` letting the library message only courier's own
 /// processes: the guard lets the first ask through and refuses the others, with one line each.
 fn bounded_library(node: &Node, uploader: &Mailbox, fixtures: &Fixtures) -> Result<()> {
-    let bounds = json!({"libraries": {"courier:test.os": {"send-to": ["library-package"]}}});
+    let bounds = json!({"libraries": {"courier:test.os": {"may": ["send-requests", "spawn", "files", "clocks", "random", "environment", "streams"], "send-to": ["library-package"]}}});
     println!("\n== courier:test.os, then sender:test.os with pkg/library-bounds.json: {bounds}");
     for name in ["courier", "sender"] {
         let id = fixtures.id(name);

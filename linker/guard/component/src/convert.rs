@@ -133,9 +133,11 @@ impl From<ex::OnExit> for rt::OnExit {
             ex::OnExit::Requests(requests) => rt::OnExit::Requests(
                 requests
                     .into_iter()
-                    .map(|(target, request, blob): ExitRequest<_, _, ex::LazyLoadBlob>| {
-                        (target.into(), request.into(), blob.map(Into::into))
-                    })
+                    .map(
+                        |(target, request, blob): ExitRequest<_, _, ex::LazyLoadBlob>| {
+                            (target.into(), request.into(), blob.map(Into::into))
+                        },
+                    )
                     .collect(),
             ),
         }
@@ -150,9 +152,11 @@ impl From<rt::OnExit> for ex::OnExit {
             rt::OnExit::Requests(requests) => ex::OnExit::Requests(
                 requests
                     .into_iter()
-                    .map(|(target, request, blob): ExitRequest<_, _, rt::LazyLoadBlob>| {
-                        (target.into(), request.into(), blob.map(Into::into))
-                    })
+                    .map(
+                        |(target, request, blob): ExitRequest<_, _, rt::LazyLoadBlob>| {
+                            (target.into(), request.into(), blob.map(Into::into))
+                        },
+                    )
                     .collect(),
             ),
         }

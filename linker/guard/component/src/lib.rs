@@ -1,12 +1,21 @@
 //! The linker's guard: a component composed between one linked library and the Kinode runtime,
 //! exporting `kinode:process/standard@1.0.0` to the library and importing the runtime's.
 //!
-//! Every call passes straight through, except requests: a request (sent, sent in a batch, or sent
-//! and awaited) goes out only if its target is one the package's `library-bounds.json` lets this
-//! library message. A denied request fails the way the runtime fails a request to a process the
-//! sender has no capability for: it is not delivered, a request expecting a response gets a
-//! `timeout` send error, and one line is printed, naming the library and the target. The guard
-//! remembers the processes the library spawned, for the `spawned` target.
+//! Every call passes straight through, except those that make a message leave the process, now or
+//! later, or hand its authority on (README "Every way out"):
+//! - a request (sent, sent in a batch, or sent and awaited) goes out only if its target is one the
+//!   package's `library-bounds.json` lets this library message;
+//! - an on-exit (the process's own, or one given to a process the library spawns) keeps only the
+//!   requests to such targets;
+//! - a capability (attached to a request or a response, given to a spawned process, or saved into
+//!   the process) is kept only if it was issued by such a target or by the process itself.
+//!
+//! A denied request fails the way the runtime fails a request to a process the sender has no
+//! capability for: it is not delivered, a request expecting a response gets a `timeout` send
+//! error. A denied on-exit request or capability is left out, as the kernel leaves out on-exit
+//! requests and capabilities a process may not send. Each denial prints one line naming the
+//! library and what it tried. The guard remembers the processes the library spawned, for the
+//! `spawned` target.
 //!
 //! The policy is not known when the guard is built: the linker writes it into [`POLICY`], a
 //! fixed-size placeholder, when it composes the guard (see the `linker-guard` crate).
@@ -150,9 +159,19 @@ fn same_process(a: &rt::ProcessId, b: &rt::ProcessId) -> bool {
         && a.publisher_node == b.publisher_node
 }
 
+/// The node an address names: the kernel reads the node `our` as this node.
+fn node_of<'a>(policy: &'a Policy, address: &'a rt::Address) -> &'a str {
+    if address.node == "our" {
+        &policy.our.node
+    } else {
+        &address.node
+    }
+}
+
 /// Whether the library may send a request to `target`.
 fn allowed(policy: &Policy, target: &rt::Address) -> bool {
-    let local = target.node == policy.our.node;
+    let node = node_of(policy, target);
+    let local = node == policy.our.node;
     let process = &target.process;
     policy.targets.iter().any(|allowed| match allowed {
         Target::LibraryPackage => {
@@ -169,15 +188,15 @@ fn allowed(policy: &Policy, target: &rt::Address) -> bool {
                     .any(|spawned| same_process(spawned, process))
         }
         Target::Process {
-            node,
+            node: pattern,
             process: name,
             package,
             publisher,
         } => {
-            let node_matches = match node {
+            let node_matches = match pattern {
                 None => true,
                 Some(None) => local,
-                Some(Some(node)) => *node == target.node,
+                Some(Some(pattern)) => pattern == node,
             };
             let matches = |pattern: &Option<String>, value: &str| {
                 pattern.as_deref().is_none_or(|pattern| pattern == value)
@@ -188,6 +207,15 @@ fn allowed(policy: &Policy, target: &rt::Address) -> bool {
                 && matches(publisher, &process.publisher_node)
         }
     })
+}
+
+/// Whether the library may hand on `capability`: one issued by a target it may message, or by the
+/// process itself (which lets the holder reach the process, not anything beyond it).
+fn may_hand_on(policy: &Policy, capability: &rt::Capability) -> bool {
+    let issuer = &capability.issuer;
+    (node_of(policy, issuer) == policy.our.node
+        && same_process(&issuer.process, &policy.our.process))
+        || allowed(policy, issuer)
 }
 
 fn display(address: &rt::Address) -> String {
@@ -202,18 +230,73 @@ fn process_id(address: &rt::Address) -> String {
     )
 }
 
-/// Prints the one line a denied request gets.
-fn report_denial(policy: &Policy, target: &rt::Address) {
+/// Prints the one line a denial gets: what the library `tried`, and what became of it.
+fn report_denial(policy: &Policy, tried: &str, outcome: &str) {
     rt::print_to_terminal(
         0,
         &format!(
-            "linker guard: {}, linked into {}, tried to send a request to {}, which the package's \
-             library-bounds.json does not allow; it was not sent",
+            "linker guard: {}, linked into {}, tried to {tried}, which the package's \
+             library-bounds.json does not allow; {outcome}",
             policy.library,
             process_id(&policy.our),
-            display(target),
         ),
     );
+}
+
+/// The capabilities of `capabilities` the library may hand on; each other one is reported as
+/// `tried(issuer)` and left out.
+fn screen_capabilities(
+    policy: &Policy,
+    capabilities: Vec<rt::Capability>,
+    tried: impl Fn(&str) -> String,
+) -> Vec<rt::Capability> {
+    capabilities
+        .into_iter()
+        .filter(|capability| {
+            let kept = may_hand_on(policy, capability);
+            if !kept {
+                let issuer = format!("{} ({})", display(&capability.issuer), capability.params);
+                report_denial(policy, &tried(&issuer), "it was left out");
+            }
+            kept
+        })
+        .collect()
+}
+
+/// A request with the capabilities it carries screened.
+fn screen_attached(policy: &Policy, target: &rt::Address, mut request: rt::Request) -> rt::Request {
+    let to = display(target);
+    request.capabilities = screen_capabilities(policy, request.capabilities, |issuer| {
+        format!("attach a capability issued by {issuer} to a request to {to}")
+    });
+    request
+}
+
+/// An on-exit with the requests the library may not send left out, and the capabilities of the
+/// rest screened. `whose` names the process that would send them: the library's own or a child.
+fn screen_on_exit(policy: &Policy, on_exit: rt::OnExit, whose: &str) -> rt::OnExit {
+    let rt::OnExit::Requests(requests) = on_exit else {
+        return on_exit;
+    };
+    let requests = requests
+        .into_iter()
+        .filter_map(|(target, request, blob)| {
+            if allowed(policy, &target) {
+                let request = screen_attached(policy, &target, request);
+                return Some((target, request, blob));
+            }
+            report_denial(
+                policy,
+                &format!(
+                    "make {whose} send a request to {} on exit",
+                    display(&target)
+                ),
+                "it was left out of the on-exit",
+            );
+            None
+        })
+        .collect();
+    rt::OnExit::Requests(requests)
 }
 
 /// Where a denied request that expects a response goes instead: a process that never exists, so
@@ -242,9 +325,14 @@ type Outgoing = (
 fn screen(policy: &Policy, outgoing: Outgoing) -> Option<Outgoing> {
     let (target, request, context, blob) = outgoing;
     if allowed(policy, &target) {
+        let request = screen_attached(policy, &target, request);
         return Some((target, request, context, blob));
     }
-    report_denial(policy, &target);
+    report_denial(
+        policy,
+        &format!("send a request to {}", display(&target)),
+        "it was not sent",
+    );
     request
         .expects_response
         .is_some()
@@ -267,7 +355,8 @@ impl ex::Guest for Guard {
     }
 
     fn set_on_exit(on_exit: ex::OnExit) {
-        rt::set_on_exit(&on_exit.into());
+        let on_exit = screen_on_exit(policy(), on_exit.into(), "its process");
+        rt::set_on_exit(&on_exit);
     }
 
     fn get_state() -> Option<Vec<u8>> {
@@ -290,8 +379,17 @@ impl ex::Guest for Guard {
         grant_capabilities: Vec<(ex::ProcessId, String)>,
         public: bool,
     ) -> Result<ex::ProcessId, ex::SpawnError> {
-        let request_capabilities: Vec<rt::Capability> =
-            request_capabilities.into_iter().map(Into::into).collect();
+        let policy = policy();
+        let child = match &name {
+            Some(name) => format!("the process `{name}` it spawns"),
+            None => "a process it spawns".to_owned(),
+        };
+        let on_exit = screen_on_exit(policy, on_exit.into(), &child);
+        let request_capabilities = screen_capabilities(
+            policy,
+            request_capabilities.into_iter().map(Into::into).collect(),
+            |issuer| format!("give {child} a capability issued by {issuer}"),
+        );
         let grant_capabilities: Vec<(rt::ProcessId, String)> = grant_capabilities
             .into_iter()
             .map(|(process, params)| (process.into(), params))
@@ -299,7 +397,7 @@ impl ex::Guest for Guard {
         let spawned = rt::spawn(
             name.as_deref(),
             &wasm_path,
-            &on_exit.into(),
+            &on_exit,
             &request_capabilities,
             &grant_capabilities,
             public,
@@ -314,8 +412,16 @@ impl ex::Guest for Guard {
     }
 
     fn save_capabilities(caps: Vec<ex::Capability>) {
-        let caps: Vec<rt::Capability> = caps.into_iter().map(Into::into).collect();
-        rt::save_capabilities(&caps);
+        // The kernel signs whatever a process saves, so an unscreened save could forge any
+        // capability for the process.
+        let caps = screen_capabilities(
+            policy(),
+            caps.into_iter().map(Into::into).collect(),
+            |issuer| format!("save a capability issued by {issuer}"),
+        );
+        if !caps.is_empty() {
+            rt::save_capabilities(&caps);
+        }
     }
 
     fn drop_capabilities(caps: Vec<ex::Capability>) {
@@ -362,7 +468,14 @@ impl ex::Guest for Guard {
         }
     }
 
-    fn send_requests(requests: Vec<(ex::Address, ex::Request, Option<Vec<u8>>, Option<ex::LazyLoadBlob>)>) {
+    fn send_requests(
+        requests: Vec<(
+            ex::Address,
+            ex::Request,
+            Option<Vec<u8>>,
+            Option<ex::LazyLoadBlob>,
+        )>,
+    ) {
         let policy = policy();
         let screened: Vec<Outgoing> = requests
             .into_iter()
@@ -380,7 +493,11 @@ impl ex::Guest for Guard {
 
     fn send_response(response: ex::Response, lazy_load_blob: Option<ex::LazyLoadBlob>) {
         let blob: Option<rt::LazyLoadBlob> = lazy_load_blob.map(Into::into);
-        rt::send_response(&response.into(), blob.as_ref());
+        let mut response: rt::Response = response.into();
+        response.capabilities = screen_capabilities(policy(), response.capabilities, |issuer| {
+            format!("attach a capability issued by {issuer} to a response")
+        });
+        rt::send_response(&response, blob.as_ref());
     }
 
     fn send_and_await_response(
@@ -389,11 +506,15 @@ impl ex::Guest for Guard {
         lazy_load_blob: Option<ex::LazyLoadBlob>,
     ) -> Result<(ex::Address, ex::Message), ex::SendError> {
         let target: rt::Address = target.into();
-        let request: rt::Request = request.into();
         let blob: Option<rt::LazyLoadBlob> = lazy_load_blob.map(Into::into);
+        let request: rt::Request = request.into();
         let policy = policy();
         if !allowed(policy, &target) {
-            report_denial(policy, &target);
+            report_denial(
+                policy,
+                &format!("send a request to {}", display(&target)),
+                "it was not sent",
+            );
             return Err(ex::SendError {
                 kind: ex::SendErrorKind::Timeout,
                 target: target.into(),
@@ -401,6 +522,7 @@ impl ex::Guest for Guard {
                 lazy_load_blob: blob.map(Into::into),
             });
         }
+        let request = screen_attached(policy, &target, request);
         rt::send_and_await_response(&target, &request, blob.as_ref())
             .map(|(source, message)| (source.into(), message.into()))
             .map_err(Into::into)

@@ -123,3 +123,56 @@ fn compose_and_explain() {
     assert_eq!(code, 0);
     assert!(stdout.contains("\"outcome\": \"unmatched\""), "{stdout}");
 }
+
+#[test]
+fn explain_shows_what_each_library_can_do_and_its_bound_as_link_does() {
+    let dir = setup();
+    let package = std::fs::read(dir.path().join("app:test.os.zip")).expect("read");
+    let app = std::fs::read(dir.path().join("app.wasm")).expect("read");
+    let bounded = zip(&[
+        ("manifest.json", &manifest(&[("app", "app.wasm")])),
+        ("app.wasm", &app),
+        (
+            "library-bounds.json",
+            br#"{"libraries": {"math:test.os": {"may": ["print"]}}}"#,
+        ),
+    ])
+    .expect("zip");
+    assert_ne!(package, bounded);
+    std::fs::write(dir.path().join("bounded:test.os.zip"), bounded).expect("write");
+    let library_lines = |stdout: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .filter(|line| line.contains(" can: ") || line.contains("library-bounds.json"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let api = ["--api", "math:test.os-api.zip"];
+    let (code, explained, stderr) = kinode_link(
+        dir.path(),
+        &["explain", "bounded:test.os.zip", api[0], api[1]],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let (code, linked, stderr) = kinode_link(
+        dir.path(),
+        &[
+            "link",
+            "bounded:test.os.zip",
+            api[0],
+            api[1],
+            "-o",
+            "out.zip",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let lines = library_lines(&explained);
+    assert_eq!(
+        lines,
+        [
+            "  math-api.wasm (math:test.os) can: nothing beyond computing",
+            "    bounded by library-bounds.json: may only: print",
+        ],
+        "{explained}"
+    );
+    assert_eq!(lines, library_lines(&linked), "{linked}");
+}

@@ -3,9 +3,10 @@
 //!
 //! The guard component is built from `component/` by this crate's build script and shipped here
 //! as bytes. It exports `kinode:process/standard@1.0.0` to the library and imports the runtime's:
-//! every call passes through, except requests to targets the policy does not allow. The policy is
-//! written into the component's placeholder by [`configure`]: the same length, so the component
-//! stays valid and its layout unchanged.
+//! every call passes through, except what would carry a message or a capability past the policy's
+//! targets: requests, on-exit requests, and capabilities handed on or saved (README "Every way
+//! out"). The policy is written into the component's placeholder by [`configure`]: the same
+//! length, so the component stays valid and its layout unchanged.
 
 use std::fmt;
 use std::str::FromStr;

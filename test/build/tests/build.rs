@@ -178,13 +178,16 @@ fn builds_every_fixture() {
             "courier",
             "duo",
             "echo",
+            "escape",
             "mathlib",
             "mathlib.v2",
             "mathlib.v3",
             "probe",
             "selfish",
             "sender",
-            "textlib"
+            "textlib",
+            "victim",
+            "witness"
         ]
     );
     for path in fixtures.outputs() {

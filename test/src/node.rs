@@ -114,14 +114,26 @@ impl Session {
         apis: &[&str],
         attach: Vec<linker_test_host::Capability>,
     ) -> Value {
-        let f = fixtures();
-        let metadata = String::from_utf8(read(f.metadata(name))).expect("metadata is text");
+        self.install_zip(name, read(fixtures().package(name)), apis, attach)
+    }
+
+    /// Installs `zip` as fixture `name` (its metadata, `apis` as VFS paths in the tester's drive),
+    /// attaching `attach`: a fixture changed on the way, with a `library-bounds.json` say.
+    pub fn install_zip(
+        &self,
+        name: &str,
+        zip: Vec<u8>,
+        apis: &[&str],
+        attach: Vec<linker_test_host::Capability>,
+    ) -> Value {
+        let metadata =
+            String::from_utf8(read(fixtures().metadata(name))).expect("metadata is text");
         let request = json!({"Install": {
             "source": "Blob",
             "metadata": metadata,
             "apis": self.upload_apis(apis),
         }});
-        let (body, _) = self.ask(&self.tester, request, Some(read(f.package(name))), attach);
+        let (body, _) = self.ask(&self.tester, request, Some(zip), attach);
         body["Install"].clone()
     }
 

@@ -29,19 +29,13 @@ fn with_victim(bounds: Option<Value>) -> (Session, Value) {
         zip = add_to_zip(&zip, "library-bounds.json", bounds.to_string().as_bytes())
             .expect("the victim zip takes a file");
     }
-    let metadata = String::from_utf8(read(fixtures().metadata("victim"))).expect("text");
-    let request = json!({"Install": {
-        "source": "Blob",
-        "metadata": metadata,
-        "apis": s.upload_apis(&["escape"]),
-    }});
-    let (body, _) = s.ask(
-        &s.tester,
-        request,
-        Some(zip),
+    let report = s.install_zip(
+        "victim",
+        zip,
+        &["escape"],
         vec![linker_test_host::caps::messaging(LINKER)],
     );
-    (s, body["Install"].clone())
+    (s, report)
 }
 
 /// Waits for the victim to finish and exit, then sends the witness a last request from the tester

@@ -30,14 +30,15 @@ fn bounded_sender(bounds: &Value) -> Vec<u8> {
 
 /// Installs `zip` as the sender package from the tester, linked against courier's API.
 fn install_sender(s: &Session, zip: Vec<u8>) -> Value {
-    let metadata = String::from_utf8(read(fixtures().metadata("sender"))).expect("text");
-    let request = json!({"Install": {
-        "source": "Blob",
-        "metadata": metadata,
-        "apis": s.upload_apis(&["courier"]),
-    }});
-    let (body, _) = s.ask(&s.tester, request, Some(zip), vec![caps::messaging(LINKER)]);
-    body["Install"].clone()
+    s.install_zip("sender", zip, &["courier"], vec![caps::messaging(LINKER)])
+}
+
+/// Installs the sender as built, waits for it to finish, and returns the wasm installed.
+fn installed_unbounded(s: &Session) -> Vec<u8> {
+    ok(&install_sender(s, read(fixtures().package("sender"))));
+    sender_lines(s);
+    s.file("/sender:test.os/pkg/sender.wasm")
+        .expect("installed")
 }
 
 /// A node with courier installed and its depot running.
@@ -247,11 +248,7 @@ fn spawned_workers_may_be_allowed_besides_the_library_package() {
 #[test]
 fn a_bound_forbidding_spawning_refuses_the_library_at_link_time_and_keeps_what_runs() {
     let s = with_courier();
-    ok(&install_sender(&s, read(fixtures().package("sender"))));
-    sender_lines(&s);
-    let installed = s
-        .file("/sender:test.os/pkg/sender.wasm")
-        .expect("installed");
+    let installed = installed_unbounded(&s);
 
     let may: Vec<&str> = courier_abilities()
         .into_iter()
@@ -292,11 +289,7 @@ fn a_bound_forbidding_spawning_refuses_the_library_at_link_time_and_keeps_what_r
 #[test]
 fn a_send_to_bound_refuses_a_library_that_spawns_unless_its_may_accepts_that() {
     let s = with_courier();
-    ok(&install_sender(&s, read(fixtures().package("sender"))));
-    sender_lines(&s);
-    let installed = s
-        .file("/sender:test.os/pkg/sender.wasm")
-        .expect("installed");
+    let installed = installed_unbounded(&s);
 
     let bounds = json!({"libraries": {"courier:test.os": {"send-to": ["library-package"]}}});
     let result = install_sender(&s, bounded_sender(&bounds));

@@ -1,6 +1,7 @@
 //! Test support: components made from WIT text (dummy implementations, as wac's tests make
 //! them), kit-shaped package zips around them, and a structural description of a component.
 
+pub mod browser;
 pub mod damage;
 pub mod node;
 

@@ -55,10 +55,22 @@ impl Session {
         Session::with_linker(&linker.zip)
     }
 
+    /// [`Session::new`] on a node whose HTTP server and homepage run on loopback, started before
+    /// the linker so that it binds its page.
+    pub fn with_http_server() -> (Self, linker_test_host::HttpServer) {
+        let linker = linker_package().expect("the linker package builds");
+        let node = Node::new(NODE).expect("the test node starts");
+        let server = linker_test_host::HttpServer::start(&node).expect("the HTTP server starts");
+        (Session::boot(node, &linker.zip), server)
+    }
+
     /// [`Session::new`] with another build of the `linker:sys` package zip (a benchmark's
     /// baseline).
     pub fn with_linker(zip: &[u8]) -> Self {
-        let node = Node::new(NODE).expect("the test node starts");
+        Session::boot(Node::new(NODE).expect("the test node starts"), zip)
+    }
+
+    fn boot(node: Node, zip: &[u8]) -> Self {
         node.boot_package("linker:sys", zip, Some(1))
             .expect("the linker boots");
         let tester = Session::local_sender(&node, TESTER);

@@ -21,6 +21,7 @@ mod node;
 mod service;
 mod store;
 mod watch;
+mod web;
 
 use kinode_process_lib::{println, Address};
 
@@ -41,6 +42,7 @@ fn init(our: Address) {
     service::resume_relinks(&our);
     let mut watcher = watch::Watcher::default();
     watch::arm();
+    web::serve(&our);
     loop {
         let mut job = mailbox::next();
         let answer = match &mut job.work {
@@ -52,5 +54,6 @@ fn init(our: Address) {
             }
         };
         mailbox::finish(job, answer);
+        web::refresh_widget(&our);
     }
 }

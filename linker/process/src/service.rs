@@ -2,6 +2,7 @@
 //! when the same inputs were linked before), then respond, install, or explain. When and in what
 //! order requests are answered is [`crate::mailbox`]'s business.
 
+use kinode_process_lib::http::server::HttpServerRequest;
 use kinode_process_lib::kernel_types::Erc721Metadata;
 use kinode_process_lib::{println, Address};
 use linker_core::{Compression, Options};
@@ -20,6 +21,8 @@ pub enum Parsed {
     /// A kit-style upload: from this node's `http-server:distro:sys` (whose
     /// `/rpc:distro:sys/message` is local-only), with a `metadata.json` as the body.
     Upload(String),
+    /// A request to the linker's page, forwarded by this node's `http-server:distro:sys`.
+    Http(Box<kinode_process_lib::http::server::IncomingHttpRequest>),
     /// Neither; why the body is not a request.
     Bad(String),
 }
@@ -28,6 +31,14 @@ pub enum Parsed {
 pub fn parse(source: &Address, body: &[u8]) -> Parsed {
     match serde_json::from_slice::<api::Request>(body) {
         Ok(request) => Parsed::Request(request),
+        Err(_) if is_http(source) => match serde_json::from_slice::<HttpServerRequest>(body) {
+            Ok(HttpServerRequest::Http(request)) => Parsed::Http(Box::new(request)),
+            _ if is_upload(source, body) => {
+                Parsed::Upload(String::from_utf8_lossy(body).into_owned())
+            }
+            Ok(_) => Parsed::Bad("the linker's page has no WebSocket".to_owned()),
+            Err(error) => Parsed::Bad(error.to_string()),
+        },
         Err(_) if is_upload(source, body) => {
             Parsed::Upload(String::from_utf8_lossy(body).into_owned())
         }
@@ -36,9 +47,12 @@ pub fn parse(source: &Address, body: &[u8]) -> Parsed {
 }
 
 fn is_upload(source: &Address, body: &[u8]) -> bool {
-    source.node() == kinode_process_lib::our().node()
-        && source.process == "http-server:distro:sys"
-        && serde_json::from_slice::<Erc721Metadata>(body).is_ok()
+    is_http(source) && serde_json::from_slice::<Erc721Metadata>(body).is_ok()
+}
+
+/// Whether the sender is this node's HTTP server.
+fn is_http(source: &Address) -> bool {
+    source.node() == kinode_process_lib::our().node() && source.process == "http-server:distro:sys"
 }
 
 impl Parsed {
@@ -53,7 +67,7 @@ impl Parsed {
                     | api::Request::AutoLink(None)
                     | api::Request::Explain(_)
             )
-        )
+        ) || matches!(self, Parsed::Http(request) if crate::web::is_read(request))
     }
 
     /// What answering it means, as a `Busy` answer says it: `installing app:test.os`.
@@ -73,6 +87,10 @@ impl Parsed {
             Parsed::Request(api::Request::Packages) => "listing the packages".to_owned(),
             Parsed::Request(api::Request::AutoLink(_)) => "switching auto-linking".to_owned(),
             Parsed::Upload(metadata) => format!("installing {}", metadata_id(metadata)),
+            Parsed::Http(request) => format!(
+                "answering its page ({})",
+                request.bound_path(Some("linker:linker:sys"))
+            ),
             Parsed::Bad(_) => "reading a request".to_owned(),
         }
     }
@@ -122,6 +140,9 @@ pub fn answer(our: &Address, incoming: &mut Incoming) -> Answer {
     let (response, blob) = match &*parsed {
         Parsed::Request(request) => answer_request(our, &mut caller, request),
         Parsed::Upload(metadata) => upload(our, &mut caller, metadata),
+        Parsed::Http(request) => {
+            return crate::web::answer(our, caller.source, request, caller.blob.as_deref())
+        }
         Parsed::Bad(reason) => (api::Response::BadRequest(reason.clone()), None),
     };
     Answer {
@@ -188,6 +209,7 @@ pub fn refusal(parsed: &Parsed, error: LinkerError) -> api::Response {
     match parsed {
         Parsed::Request(request) => refusal_of(request, error),
         Parsed::Upload(_) => api::Response::Install(Err(error)),
+        Parsed::Http(_) => api::Response::BadRequest(format!("{error:?}")),
         Parsed::Bad(reason) => api::Response::BadRequest(reason.clone()),
     }
 }
@@ -565,7 +587,7 @@ fn link_json(drive: &str, package: &str) -> Result<api::LinkReport, LinkerError>
 }
 
 /// Every installed package the linker linked or tried to, by name.
-fn packages() -> Result<Vec<api::PackageInfo>, LinkerError> {
+pub fn packages() -> Result<Vec<api::PackageInfo>, LinkerError> {
     let mut names: Vec<String> = store::auto()
         .map_err(LinkerError::Unreadable)?
         .packages
@@ -580,7 +602,8 @@ fn packages() -> Result<Vec<api::PackageInfo>, LinkerError> {
         .collect())
 }
 
-fn explain(
+/// What linking the request's package would do; changes nothing.
+pub fn explain(
     our: &Address,
     caller: &mut Caller<'_>,
     request: &LinkRequest,

@@ -40,6 +40,31 @@ const AUTO: &str = "/linker:sys/packages/auto.json";
 /// The file the linker leaves in `/{pkg}/pkg` once it has handled that install of the package.
 pub const MARKER: &str = ".linker";
 
+thread_local! {
+    /// This start of the linker (milliseconds since the epoch) and how many times it changed a
+    /// record since: see [`version`].
+    static VERSION: std::cell::Cell<(u128, u64)> = std::cell::Cell::new((
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis()),
+        0,
+    ));
+}
+
+/// Names the state of the linker's records: it changes whenever the linker writes or removes
+/// one (its page polls it to know when to read them again).
+pub fn version() -> String {
+    let (start, changes) = VERSION.with(std::cell::Cell::get);
+    format!("{start}.{changes}")
+}
+
+fn changed() {
+    VERSION.with(|version| {
+        let (start, changes) = version.get();
+        version.set((start, changes + 1));
+    });
+}
+
 /// Creates the linker's drives (the linker may do anything in its own package's drives).
 pub fn prepare() -> Result<(), StepFailure> {
     for drive in [CACHE, APIS, PACKAGES, BACKUP, JOURNAL, RELINK] {
@@ -514,6 +539,7 @@ fn read_json_dir<T: DeserializeOwned>(dir: &str) -> Result<Vec<(String, Option<T
 /// Removes the file at `path` if there is one.
 fn remove_if_present(path: &str) -> Result<(), StepFailure> {
     if node::is_file(path)? {
+        changed();
         node::expect_ok(path, VfsAction::RemoveFile, None)?;
     }
     Ok(())

@@ -99,6 +99,19 @@ fn build() -> Result<LinkerPackage> {
             fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
         );
     }
+    // The linker's page (`pkg/ui`), served by the process from its drive.
+    let ui = pkg.join("ui");
+    for entry in fs::read_dir(&ui).with_context(|| format!("reading {}", ui.display()))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .with_context(|| format!("a file name in {} is not UTF-8", ui.display()))?;
+        files.insert(
+            format!("ui/{name}"),
+            fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        );
+    }
     let zip = zip_files(&files)?;
     let zip_path = out.join(format!("{LINKER_PACKAGE}.zip"));
     write_if_changed(&zip_path, &zip)?;

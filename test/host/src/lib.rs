@@ -16,7 +16,8 @@
 //! kernel commands, capabilities oracle), [`process`] (a process's messaging and task),
 //! [`standard`] (the standard host), [`mailbox`], [`caps`], [`vfs`], [`runtime`] (engine, linker,
 //! [`Host`]), [`terminal`] (runs terminal scripts as `terminal:terminal:sys` does), [`app_store`]
-//! (installs packages as `main:app-store:sys` does, without the linker).
+//! (installs packages as `main:app-store:sys` does, without the linker), [`http_server`] (the
+//! node's HTTP server on loopback and the homepage, as far as a process's page goes).
 //!
 //! Separately, [`wasi_command`] runs core wasm32-wasip1 command modules (e.g. the `kinode-link` CLI
 //! built for WASI).
@@ -33,6 +34,7 @@
 pub mod app_store;
 pub mod bindings;
 pub mod caps;
+pub mod http_server;
 pub mod kernel;
 pub mod mailbox;
 pub mod node;
@@ -47,6 +49,7 @@ pub use app_store::AppStore;
 pub use bindings::kinode::process::standard::{
     Address, Capability, LazyLoadBlob, OnExit, ProcessId, Request, SendErrorKind,
 };
+pub use http_server::HttpServer;
 pub use kernel::{Fault, HostCall, ProcessStatus, VfsCall};
 pub use mailbox::{Incoming, IncomingKind, Mailbox, Reply};
 pub use node::{Node, ProcessInfo};

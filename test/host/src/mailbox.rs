@@ -97,6 +97,8 @@ pub struct Incoming {
     pub body: Vec<u8>,
     /// The blob's bytes.
     pub blob: Option<Vec<u8>>,
+    /// The blob's MIME type, if it has one.
+    pub mime: Option<String>,
     /// The metadata.
     pub metadata: Option<String>,
     /// Attached capabilities.
@@ -138,6 +140,7 @@ impl Incoming {
                     rsvp: km.rsvp.as_ref().map(format_address),
                     kind,
                     body,
+                    mime: km.blob.as_ref().and_then(|b| b.mime.clone()),
                     blob: km.blob.map(|b| b.bytes),
                     metadata,
                     capabilities,
@@ -155,6 +158,7 @@ impl Incoming {
                     rsvp: None,
                     kind: IncomingKind::SendError(e.error.kind),
                     body,
+                    mime: e.error.lazy_load_blob.as_ref().and_then(|b| b.mime.clone()),
                     blob: e.error.lazy_load_blob.map(|b| b.bytes),
                     metadata,
                     capabilities: Vec::new(),

@@ -166,6 +166,7 @@ pub fn mirror(api: &Named) -> Result<(), StepFailure> {
         node::expect_ok(&dir, VfsAction::CreateDirAll, None)?;
         node::write(&file, api.bytes.clone())?;
     }
+    changed();
     node::write(&format!("{dir}/current"), api.sha256.clone().into_bytes())
 }
 
@@ -520,6 +521,7 @@ fn write_json(path: &str, value: &impl Serialize) -> Result<(), StepFailure> {
         step: format!("Write {path}"),
         reason: e.to_string(),
     })?;
+    changed();
     node::write(path, json)
 }
 

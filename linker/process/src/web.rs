@@ -313,6 +313,7 @@ fn explain(our: &Address, source: &Address, id: api::PackageId) -> Answer {
         source,
         capabilities: &[],
         blob: None,
+        installed: None,
     };
     match service::explain(our, &mut caller, &request) {
         Ok(explanation) => json(200, &explanation),
@@ -330,6 +331,7 @@ fn relink(our: &Address, source: &Address, id: api::PackageId) -> Answer {
         source,
         capabilities: &[],
         blob: None,
+        installed: None,
     };
     match service::install_package_with(our, &mut caller, &request, Trigger::Request, Some(&[])) {
         Ok(report) => json(200, &report),

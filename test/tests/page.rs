@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use linker_test_host::HttpServer;
+use linker_test_host::{AppStore, HttpServer};
 use linker_tests::browser::Browser;
 use linker_tests::node::*;
 use serde_json::{json, Value};
@@ -76,6 +76,177 @@ fn fetch(browser: &Browser, method: &str, path: &str, body: &str) -> (u64, Value
         .run(script, json!([method, path, body]))
         .expect("the request runs");
     (answer[0].as_u64().unwrap_or_default(), answer[1].clone())
+}
+
+/// The state text of `package`'s row in the page's table, with its hints.
+fn row_text(package: &str) -> String {
+    format!(
+        "const row = document.querySelector('#packages tr[data-package=\"{package}\"]'); \
+         return row ? row.cells[3].textContent : null;"
+    )
+}
+
+#[test]
+fn a_failed_auto_link_shows_on_the_page_with_its_hint_until_the_library_is_installed() {
+    let (s, server) = Session::with_http_server();
+    let store = AppStore::new(&s.node);
+    app_store_install(&store, "app");
+    let browser = logged_in(&server);
+
+    // The homepage's widget names the package, the missing library and what to do.
+    browser.open(&format!("{}/", server.url())).expect("opens");
+    let widget_script = "const frame = document.querySelector('.widget[data-process=\"linker:linker:sys\"] iframe'); \
+         return frame && frame.contentDocument ? frame.contentDocument.body.textContent : null;";
+    // The widget, as the linker sent it again once the auto-link failed: the homepage shows it
+    // in an iframe, as it was when the homepage was opened, so the homepage is opened again until
+    // the auto-link has run.
+    let deadline = Instant::now() + SHOWN;
+    let widget_text = loop {
+        browser.open(&format!("{}/", server.url())).expect("opens");
+        let text = browser
+            .wait_for(widget_script, SHOWN)
+            .expect("the widget shows");
+        if text.as_str().is_some_and(|t| t.contains("app:test.os")) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the widget never named app: {text}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let widget_text = widget_text.as_str().unwrap_or_default();
+    assert!(widget_text.starts_with("Not linked:"), "{widget_text}");
+    assert!(widget_text.contains(MATHLIB), "{widget_text}");
+    assert!(widget_text.contains("install"), "{widget_text}");
+    let link = browser
+        .run(
+            "return document.querySelector('.widget iframe').contentDocument.querySelector('a').getAttribute('href');",
+            json!([]),
+        )
+        .expect("the widget links");
+    assert_eq!(link, PAGE);
+    screenshot(&browser, "widget");
+
+    // The page: the package failed, with the missing library and the hint, and the graph marks it.
+    browser
+        .open(&format!("{}{PAGE}", server.url()))
+        .expect("opens");
+    let state = browser
+        .wait_for(&row_text("app:test.os"), SHOWN)
+        .expect("the package is listed");
+    let state = state.as_str().unwrap_or_default();
+    assert!(state.starts_with("failed"), "{state}");
+    assert!(state.contains(MATHLIB), "{state}");
+    assert!(state.contains("install"), "{state}");
+    let marked = browser
+        .run(
+            "return [...document.querySelectorAll('#graph g.problem text')].map(t => t.textContent);",
+            json!([]),
+        )
+        .expect("the graph");
+    assert!(
+        marked
+            .as_array()
+            .is_some_and(|nodes| nodes.contains(&json!("app:test.os"))
+                && nodes
+                    .iter()
+                    .any(|n| n.as_str().is_some_and(|n| n.contains(MATHLIB)))),
+        "{marked}"
+    );
+    screenshot(&browser, "page-failed");
+
+    // The app store installs mathlib: the page, not reloaded, shows app linked against it.
+    let mathlib = app_store_install(&store, "mathlib");
+    let linked = browser
+        .wait_for(
+            &format!(
+                "const text = (function() {{ {} }})(); return text && text.startsWith('linked') ? text : null;",
+                row_text("app:test.os")
+            ),
+            SHOWN,
+        )
+        .expect("the page shows app linked");
+    assert_eq!(linked, "linked");
+    let edges = browser
+        .run(
+            "return [document.querySelectorAll('#graph line').length, document.querySelectorAll('#graph line.problem').length, \
+             [...document.querySelectorAll('#graph g.library text')].map(t => t.textContent)];",
+            json!([]),
+        )
+        .expect("the graph");
+    assert_eq!(edges[0], 1, "one edge: app to mathlib: {edges}");
+    assert_eq!(edges[1], 0, "no problem left: {edges}");
+    assert!(
+        edges[2]
+            .as_array()
+            .is_some_and(|l| l.contains(&json!("mathlib:test.os"))),
+        "{edges}"
+    );
+    // The table shows what the node holds: the records `Packages` answers.
+    let (packages, _) = s.ask(&s.tester, json!("Packages"), None, vec![]);
+    let listed: Vec<Value> = ok(&packages["Packages"])
+        .as_array()
+        .expect("packages")
+        .iter()
+        .map(|p| p["package"].clone())
+        .collect();
+    let rows = browser
+        .run(
+            "return [...document.querySelectorAll('#packages tbody tr')].map(r => r.dataset.package);",
+            json!([]),
+        )
+        .expect("rows");
+    assert_eq!(rows, Value::Array(listed));
+    let version = browser
+        .run(
+            "return [...document.querySelectorAll('#packages tbody tr')].find(r => r.dataset.package === 'mathlib:test.os').cells[1].textContent;",
+            json!([]),
+        )
+        .expect("mathlib's row");
+    assert_eq!(version.as_str(), Some(&mathlib[..12]));
+    let libraries = browser
+        .run(
+            "return document.querySelector('#libraries tbody').textContent;",
+            json!([]),
+        )
+        .expect("the libraries");
+    assert!(
+        libraries
+            .as_str()
+            .is_some_and(|t| t.contains("mathlib-api.wasm") && t.contains("app.wasm")),
+        "{libraries}"
+    );
+    let summary = browser
+        .run(
+            "return document.getElementById('summary').textContent;",
+            json!([]),
+        )
+        .expect("the summary");
+    assert!(
+        summary
+            .as_str()
+            .is_some_and(|t| t.starts_with("Everything is linked")),
+        "{summary}"
+    );
+    screenshot(&browser, "page-linked");
+
+    // The homepage again: the widget, sent anew, says everything is linked.
+    browser.open(&format!("{}/", server.url())).expect("opens");
+    let widget_text = browser
+        .wait_for(
+            &format!(
+                "const text = (function() {{ {widget_script} }})(); \
+                 return text && text.startsWith('Everything is linked') ? text : null;"
+            ),
+            SHOWN,
+        )
+        .expect("the widget says everything is linked");
+    assert_eq!(
+        widget_text,
+        "Everything is linked (2 packages).Open the linker"
+    );
+    screenshot(&browser, "widget-linked");
 }
 
 #[test]

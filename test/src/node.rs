@@ -38,6 +38,37 @@ pub fn sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// One HTTP/1.1 request to `node`'s HTTP server, without a cookie: the status and the body.
+///
+/// # Panics
+/// If the server cannot be reached or answers something that is not HTTP.
+pub fn http_request(node: &Node, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::{Read as _, Write as _};
+    let address = node.http().url().trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).expect("connects");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .expect("sends");
+    stream.write_all(body).expect("sends");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("reads");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP head");
+    let head = String::from_utf8_lossy(&response[..split]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .expect("a status");
+    (status, response[split + 4..].to_vec())
+}
+
 /// A node with the linker booted, and a local tester that holds the linker's messaging
 /// capability.
 pub struct Session {
@@ -53,15 +84,6 @@ impl Session {
     pub fn new() -> Self {
         let linker = linker_package().expect("the linker package builds");
         Session::with_linker(&linker.zip)
-    }
-
-    /// [`Session::new`] on a node whose HTTP server and homepage run on loopback, started before
-    /// the linker so that it binds its page.
-    pub fn with_http_server() -> (Self, linker_test_host::HttpServer) {
-        let linker = linker_package().expect("the linker package builds");
-        let node = Node::new(NODE).expect("the test node starts");
-        let server = linker_test_host::HttpServer::start(&node).expect("the HTTP server starts");
-        (Session::boot(node, &linker.zip), server)
     }
 
     /// [`Session::new`] with another build of the `linker:sys` package zip (a benchmark's

@@ -153,22 +153,33 @@ fn a_download_whose_dependency_is_missing_is_refused_and_nothing_is_written() {
 
 #[test]
 fn a_kit_upload_through_the_http_server_installs_the_linked_package() {
+    use base64::Engine as _;
     let s = Session::new();
     ok(&s.install("mathlib", &[]));
-    // What `kit start-package` sends through /rpc:distro:sys/message arrives from http-server,
-    // with the package zip as the blob and metadata.json as the body, and no capabilities.
-    let http = s.node.mailbox("fake.os@http-server:distro:sys", false);
-    let metadata = read(fixtures().metadata("app"));
-    let reply = http
-        .request(
-            LINKER,
-            metadata,
-            Some(read(fixtures().package("app"))),
-            vec![],
-            120,
-        )
-        .expect("the linker answers the http server");
-    let body: Value = serde_json::from_slice(&reply.body).expect("JSON");
+    // What `kit start-package` posts to /rpc:distro:sys/message: the linker as the process,
+    // metadata.json as the body and the package zip as base64 data. The HTTP server sends it as
+    // a request from http-server:distro:sys, with no capabilities.
+    let message = json!({
+        "node": null,
+        "process": "linker:linker:sys",
+        "inherit": false,
+        "expects_response": 15,
+        "body": String::from_utf8(read(fixtures().metadata("app"))).expect("UTF-8 metadata"),
+        "metadata": null,
+        "context": null,
+        "mime": "application/zip",
+        "data": base64::engine::general_purpose::STANDARD.encode(read(fixtures().package("app"))),
+    });
+    let (status, answer) = http_request(
+        &s.node,
+        "POST",
+        "/rpc:distro:sys/message",
+        message.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let answer: Value = serde_json::from_slice(&answer).expect("RpcResponseBody JSON");
+    let body: Vec<u8> = serde_json::from_value(answer["body"].clone()).expect("the body's bytes");
+    let body: Value = serde_json::from_slice(&body).expect("the linker's answer is JSON");
     let report = ok(&body["Install"]);
     assert_eq!(report["package"], "app:test.os");
     s.wait_for("app:app:test.os", &expect::app());

@@ -3,8 +3,6 @@
 //! listen on loopback (`linker_test_host::HttpServer`), with the app store installing packages by
 //! itself. Screenshots are left in `target/screenshots/`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -35,28 +33,9 @@ fn logged_in(server: &HttpServer) -> Browser {
 }
 
 /// One HTTP request without a cookie: status and body.
-fn plain_request(server: &HttpServer, method: &str, path: &str, body: &str) -> (u16, String) {
-    let address = server.url().trim_start_matches("http://").to_owned();
-    let mut stream = TcpStream::connect(&address).expect("connects");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("sends");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("reads");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|status| status.parse().ok())
-        .expect("a status");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
+fn plain_request(s: &Session, method: &str, path: &str, body: &str) -> (u16, String) {
+    let (status, body) = http_request(&s.node, method, path, body.as_bytes());
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 fn auto_link(s: &Session) -> Value {
@@ -88,10 +67,11 @@ fn row_text(package: &str) -> String {
 
 #[test]
 fn a_failed_auto_link_shows_on_the_page_with_its_hint_until_the_library_is_installed() {
-    let (s, server) = Session::with_http_server();
+    let s = Session::new();
+    let server = s.node.http();
     let store = AppStore::new(&s.node);
     app_store_install(&store, "app");
-    let browser = logged_in(&server);
+    let browser = logged_in(server);
 
     // The homepage's widget names the package, the missing library and what to do.
     browser.open(&format!("{}/", server.url())).expect("opens");
@@ -251,27 +231,28 @@ fn a_failed_auto_link_shows_on_the_page_with_its_hint_until_the_library_is_insta
 
 #[test]
 fn the_switch_asks_and_needs_the_owner_and_bad_input_changes_nothing() {
-    let (s, server) = Session::with_http_server();
+    let s = Session::new();
+    let server = s.node.http();
     assert_eq!(auto_link(&s), true);
 
     // Without the owner's cookie: the login page (status 200, as the runtime answers), nothing
     // forwarded, nothing changed.
     let (status, body) = plain_request(
-        &server,
+        &s,
         "POST",
         "/linker:linker:sys/api/auto",
         r#"{"enabled": false}"#,
     );
     assert_eq!(status, 200);
     assert_eq!(body, linker_test_host::http_server::LOGIN_PAGE);
-    let (status, body) = plain_request(&server, "GET", "/linker:linker:sys/api/state", "");
+    let (status, body) = plain_request(&s, "GET", "/linker:linker:sys/api/state", "");
     assert_eq!(
         (status, body.as_str()),
         (200, linker_test_host::http_server::LOGIN_PAGE)
     );
     assert_eq!(auto_link(&s), true);
 
-    let browser = logged_in(&server);
+    let browser = logged_in(server);
     browser
         .open(&format!("{}{PAGE}", server.url()))
         .expect("opens");

@@ -1,7 +1,8 @@
 //! `http-server:distro:sys` as far as a process's page goes, and `homepage:homepage:sys`'s `Add`
 //! (the kinode repo's `kinode/src/http/server.rs` and `utils.rs`, `kinode/packages/homepage`):
 //! an [`HttpServer`] listens on `127.0.0.1` at a free port and is a mailbox at
-//! `our@http-server:distro:sys` (and one at `our@homepage:homepage:sys`).
+//! `our@http-server:distro:sys` (and one at `our@homepage:homepage:sys`); every [`crate::Node`]
+//! starts one.
 //!
 //! As the runtime does: `Bind {path, authenticated, local_only, cache}` binds
 //! `/{process}{path}` (the path without a trailing `/`; the homepage's own paths unprefixed) and
@@ -14,6 +15,13 @@
 //! within 15 s (`408` if none, `500` if it cannot be read), whose `HttpResponse {status, headers}`
 //! and blob become the answer.
 //!
+//! `/rpc:distro:sys/message`, bound at start local-only and unauthenticated (kit's way in,
+//! `handle_rpc_message`): a `POST` of `RpcMessage {node, process, body, metadata, expects_response,
+//! data}` JSON is sent as a request from `http-server:distro:sys` to `node@process` (this node if
+//! no `node`), `body` as the body and `data` base64-decoded as the blob; unreadable JSON or process
+//! id gets `400`. Without `expects_response` it is answered `200` at once; with it, by
+//! `RpcResponseBody {body, lazy_load_blob}` JSON (the blob's bytes base64-encoded), or `408`.
+//!
 //! Simplified: the cookie's value is a random secret this server made ([`HttpServer::cookie`]),
 //! not a JWT signed with the node's key, and there is no `/login`; one request per connection
 //! (`Connection: close`), no TLS, no WebSockets, no `SecureBind` subdomains, no route parameters.
@@ -23,6 +31,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -69,17 +78,37 @@ type Answered = (u16, Vec<(String, String)>, Vec<u8>);
 
 /// A request a connection hands to the server's mailbox thread to forward.
 struct Forward {
-    process: String,
+    /// `node@process:package:publisher`.
+    target: String,
     body: Vec<u8>,
-    blob: Vec<u8>,
+    metadata: Option<String>,
+    blob: Option<Vec<u8>>,
+    /// Seconds the server waits for the answer; `None` sends it fire-and-forget.
+    expects_response: Option<u64>,
+    /// Whether the answer is an RPC one (`RpcResponseBody`) rather than an `HttpResponse`.
+    rpc: bool,
     answer: Sender<Answered>,
 }
 
-/// The node's HTTP server and homepage, on loopback.
+/// The process the runtime binds `/rpc:distro:sys/message` to.
+const RPC: &str = "rpc:distro:sys";
+/// The path of kit's messages, bound local-only and unauthenticated at start.
+const RPC_PATH: &str = "/rpc:distro:sys/message";
+
+/// The node's HTTP server and homepage, on loopback. Dropping it stops both.
 pub struct HttpServer {
     address: SocketAddr,
     secret: String,
     our: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop, which then sees the flag.
+        let _ = TcpStream::connect(self.address);
+    }
 }
 
 impl HttpServer {
@@ -92,23 +121,43 @@ impl HttpServer {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1")?;
         let address = listener.local_addr()?;
         let secret = format!("{:032x}", rand_u128());
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let mut bindings = HashMap::new();
+        bindings.insert(
+            RPC_PATH.to_owned(),
+            Binding {
+                process: RPC.to_owned(),
+                authenticated: false,
+                local_only: true,
+                content: None,
+            },
+        );
+        let shared = Arc::new(Mutex::new(Shared {
+            bindings,
+            apps: Vec::new(),
+        }));
         let server = node.mailbox(&format!("{our}@http-server:distro:sys"), true);
         let homepage = node.mailbox(&format!("{our}@homepage:homepage:sys"), false);
         let (forward_tx, forward_rx) = mpsc::channel::<Forward>();
         let loop_shared = Arc::clone(&shared);
-        let loop_our = our.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let loop_stop = Arc::clone(&stop);
         thread::spawn(move || {
-            serve_messages(&server, &homepage, &loop_shared, &forward_rx, &loop_our)
+            serve_messages(&server, &homepage, &loop_shared, &forward_rx, &loop_stop)
         });
+        let listener_stop = Arc::clone(&stop);
         let cookie = format!("kinode-auth_{our}={secret}");
+        let listener_our = our.clone();
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                if listener_stop.load(Ordering::SeqCst) {
+                    break;
+                }
                 let shared = Arc::clone(&shared);
                 let forward = forward_tx.clone();
                 let cookie = cookie.clone();
+                let our = listener_our.clone();
                 thread::spawn(move || {
-                    let _ = connection(stream, &shared, &forward, &cookie);
+                    let _ = connection(stream, &shared, &forward, &cookie, &our);
                 });
             }
         });
@@ -116,6 +165,7 @@ impl HttpServer {
             address,
             secret,
             our,
+            stop,
         })
     }
 
@@ -148,9 +198,9 @@ fn serve_messages(
     homepage: &Mailbox,
     shared: &Mutex<Shared>,
     forwards: &Receiver<Forward>,
-    our: &str,
+    stop: &AtomicBool,
 ) {
-    loop {
+    while !stop.load(Ordering::SeqCst) {
         while let Some(incoming) = server.recv(Duration::from_millis(5)) {
             if !matches!(incoming.kind, IncomingKind::Request { .. }) {
                 continue;
@@ -177,39 +227,80 @@ fn serve_messages(
             add_app(shared, &incoming.source, &incoming.body);
         }
         while let Ok(forward) = forwards.try_recv() {
-            let id = server.send_request(
-                &format!("{our}@{}", forward.process),
-                crate::mailbox::request(forward.body, Some(TIMEOUT_SECS), vec![]),
-                Some(forward.blob),
-            );
-            let answer = match server.await_response(id, Duration::from_secs(TIMEOUT_SECS)) {
-                Ok(reply) => match serde_json::from_slice::<Value>(&reply.body) {
-                    Ok(response) => {
-                        let status = response["status"]
-                            .as_u64()
-                            .and_then(|s| u16::try_from(s).ok());
-                        let headers = response["headers"]
-                            .as_object()
-                            .map(|headers| {
-                                headers
-                                    .iter()
-                                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        (
-                            status.unwrap_or(500),
-                            headers,
-                            reply.blob.unwrap_or_default(),
-                        )
-                    }
-                    Err(_) => (500, Vec::new(), Vec::new()),
-                },
+            let mut request =
+                crate::mailbox::request(forward.body, forward.expects_response, vec![]);
+            request.metadata = forward.metadata;
+            let id = server.send_request(&forward.target, request, forward.blob);
+            let Some(timeout) = forward.expects_response else {
+                continue;
+            };
+            let reply = server.await_response(id, Duration::from_secs(timeout.min(TIMEOUT_SECS)));
+            let answer = match reply {
+                Ok(reply) if forward.rpc => (200, html(), rpc_response(reply.body, reply.blob)),
+                Ok(reply) => http_response(&reply.body, reply.blob),
                 Err(_) => (408, Vec::new(), Vec::new()),
             };
             let _ = forward.answer.send(answer);
         }
     }
+}
+
+/// An `HttpResponse {status, headers}` body and its blob as the answer (`500` if unreadable).
+fn http_response(body: &[u8], blob: Option<Vec<u8>>) -> Answered {
+    let Ok(response) = serde_json::from_slice::<Value>(body) else {
+        return (500, Vec::new(), Vec::new());
+    };
+    let status = response["status"]
+        .as_u64()
+        .and_then(|s| u16::try_from(s).ok());
+    let headers = response["headers"]
+        .as_object()
+        .map(|headers| {
+            headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    (status.unwrap_or(500), headers, blob.unwrap_or_default())
+}
+
+/// `RpcResponseBody {body, lazy_load_blob}` as the runtime serialises it: the body's bytes, and
+/// the blob's bytes base64-encoded, each as a JSON array of numbers.
+fn rpc_response(body: Vec<u8>, blob: Option<Vec<u8>>) -> Vec<u8> {
+    use base64::Engine as _;
+    let blob = blob.map(|bytes| {
+        json!({"mime": null, "bytes": base64::engine::general_purpose::STANDARD.encode(bytes).into_bytes()})
+    });
+    json!({"body": body, "lazy_load_blob": blob})
+        .to_string()
+        .into_bytes()
+}
+
+/// `handle_rpc_message`: the message an RPC request asks the server to send, or `400`.
+fn rpc_forward(our: &str, body: &[u8], answer: Sender<Answered>) -> Result<Forward, u16> {
+    use base64::Engine as _;
+    let message: Value = serde_json::from_slice(body).map_err(|_| 400u16)?;
+    let process = message["process"].as_str().ok_or(400u16)?;
+    if crate::process::parse_address(&format!("{our}@{process}")).is_none() {
+        return Err(400);
+    }
+    let node = message["node"].as_str().unwrap_or(our);
+    let blob = message["data"]
+        .as_str()
+        .and_then(|data| base64::engine::general_purpose::STANDARD.decode(data).ok());
+    Ok(Forward {
+        target: format!("{node}@{process}"),
+        body: message["body"]
+            .as_str()
+            .map(|body| body.as_bytes().to_vec())
+            .unwrap_or_default(),
+        metadata: message["metadata"].as_str().map(str::to_owned),
+        blob,
+        expects_response: message["expects_response"].as_u64(),
+        rpc: true,
+        answer,
+    })
 }
 
 /// `process:package:publisher` of `node@process:package:publisher`.
@@ -378,8 +469,9 @@ fn authenticated(request: &HttpRequest, cookie: &str) -> bool {
 fn connection(
     stream: TcpStream,
     shared: &Mutex<Shared>,
-    forward: &Sender<Forward>,
+    forward_tx: &Sender<Forward>,
     cookie: &str,
+    our: &str,
 ) -> Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let request = read_request(&stream)?;
@@ -412,6 +504,25 @@ fn connection(
     if binding.local_only && !local {
         return write_response(&stream, 403, &[], &[]).map_err(Into::into);
     }
+    if binding.process == RPC {
+        let (answer_tx, answer_rx) = mpsc::channel();
+        let forward = match rpc_forward(our, &request.body, answer_tx) {
+            Ok(forward) => forward,
+            Err(status) => return write_response(&stream, status, &[], &[]).map_err(Into::into),
+        };
+        let waits = forward.expects_response.is_some();
+        forward_tx
+            .send(forward)
+            .map_err(|_| anyhow!("the server stopped"))?;
+        let (status, headers, body) = if waits {
+            answer_rx
+                .recv_timeout(Duration::from_secs(TIMEOUT_SECS + 5))
+                .unwrap_or((408, Vec::new(), Vec::new()))
+        } else {
+            (200, Vec::new(), Vec::new())
+        };
+        return write_response(&stream, status, &headers, &body).map_err(Into::into);
+    }
     if request.method == "GET" {
         if let Some((mime, bytes)) = &binding.content {
             let mime = mime.clone().unwrap_or_else(|| "text/plain".to_owned());
@@ -436,11 +547,14 @@ fn connection(
         "query_params": request.query,
     }});
     let (answer_tx, answer_rx) = mpsc::channel();
-    forward
+    forward_tx
         .send(Forward {
-            process: binding.process.clone(),
+            target: format!("{our}@{}", binding.process),
             body: body.to_string().into_bytes(),
-            blob: request.body,
+            metadata: None,
+            blob: Some(request.body),
+            expects_response: Some(TIMEOUT_SECS),
+            rpc: false,
             answer: answer_tx,
         })
         .map_err(|_| anyhow!("the server stopped"))?;

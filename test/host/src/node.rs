@@ -10,7 +10,11 @@
 //! the bundled packages as every real boot does; [`Node::crash_reboot`] boots as after a crash,
 //! keeping `OnExit::None` processes.
 //!
-//! Simplified: bootstrap caps are indexed for `RevokeAll` like caps granted through the kernel.
+//! Every node has its HTTP server and homepage ([`crate::http_server`], runtime modules on a
+//! real node) from the start, on loopback.
+//!
+//! Simplified: the HTTP server keeps its bindings across a reboot (the runtime's starts empty,
+//! and each process binds again as it starts, as the linker does). Bootstrap caps are indexed for `RevokeAll` like caps granted through the kernel.
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
@@ -24,6 +28,7 @@ use tempfile::TempDir;
 
 use crate::bindings::kinode::process::standard::{Capability, OnExit};
 use crate::caps::{self, KERNEL};
+use crate::http_server::HttpServer;
 use crate::kernel::{Fault, HostCall, Kernel, PersistedProcess, ProcessStatus, VfsCall};
 use crate::mailbox::Mailbox;
 use crate::process::parse_address;
@@ -55,6 +60,8 @@ pub struct Node {
     _home: TempDir,
     /// Bundled packages: id, zip, wit version; bootstrapped again at every reboot.
     bundled: Mutex<Vec<Bundled>>,
+    /// The HTTP server and homepage, runtime modules every node has.
+    http: std::sync::OnceLock<HttpServer>,
 }
 
 /// A bundled package: id, zip, wit version.
@@ -99,12 +106,21 @@ impl Node {
             linker,
             runtime.handle().clone(),
         );
-        Ok(Node {
+        let node = Node {
             kernel,
             runtime: Some(runtime),
             _home: home,
             bundled: Mutex::new(Vec::new()),
-        })
+            http: std::sync::OnceLock::new(),
+        };
+        let http = HttpServer::start(&node)?;
+        let _ = node.http.set(http);
+        Ok(node)
+    }
+
+    /// The node's HTTP server and homepage, on loopback.
+    pub fn http(&self) -> &HttpServer {
+        self.http.get().expect("Node::new starts the HTTP server")
     }
 
     /// The node's name.

@@ -162,6 +162,27 @@ function renderGraph(state) {
   for (const [key, library] of libraries) box("l:" + key, library.label, library.problem ? "library problem" : "library");
 }
 
+/** One import's outcome in words, as `kinode-link explain` prints it (an `import-report`). */
+function outcomeText(outcome) {
+  const origin = (o) => (o.archive === o.path ? o.path : `${o.path} in ${o.archive}`);
+  if (outcome === "Left") return "left as an import (the world allows it)";
+  const [kind, value] = Object.entries(outcome)[0];
+  switch (kind) {
+    case "Linked":
+      return `linked to ${value.export} from ${origin(value.provider)}${value.semver ? " (semver-compatible)" : ""}`;
+    case "Unmatched":
+      return value.length ? `no provider; other versions: ${value.join(", ")}` : "no provider on this node";
+    case "Rejected":
+      return `${value.export} from ${origin(value.provider)} has the wrong type: ${value.reason}`;
+    case "Ambiguous":
+      return `ambiguous: ${value.export} from ${value.candidates.map(origin).join(", ")}`;
+    case "Cycle":
+      return `cycle: ${value.map(origin).join(" -> ")}`;
+    default:
+      return JSON.stringify(outcome);
+  }
+}
+
 async function showExplain(name) {
   $("explain-box").hidden = false;
   $("explain-name").textContent = name;
@@ -173,8 +194,8 @@ async function showExplain(name) {
       lines.push(`${component.path}:`);
       if (!component.imports.length) lines.push("  nothing to link");
       for (const i of component.imports) {
-        const outcome = i.outcome.Linked ? `<- ${i.outcome.Linked.provider.path} (${i.outcome.Linked.provider.archive})` : JSON.stringify(i.outcome);
-        lines.push(`  ${i.name} ${outcome}`);
+        const by = i.importer.path === component.path ? "" : ` (imported by ${i.importer.path})`;
+        lines.push(`  ${i.name}${by}: ${outcomeText(i.outcome)}`);
       }
     }
     $("explain").textContent = lines.join("\n");

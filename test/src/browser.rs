@@ -168,13 +168,17 @@ impl Browser {
         }
     }
 
-    /// The text of the confirmation open now, accepted.
-    pub fn accept_confirmation(&self, timeout: Duration) -> Result<String> {
+    /// The text of the confirmation open now, answered as `answer` says.
+    pub fn answer_confirmation(&self, timeout: Duration, answer: Answer) -> Result<String> {
         let deadline = Instant::now() + timeout;
+        let verb = match answer {
+            Answer::Accept => "/alert/accept",
+            Answer::Dismiss => "/alert/dismiss",
+        };
         loop {
             match self.session_call("GET", "/alert/text", None) {
                 Ok(text) => {
-                    self.session_call("POST", "/alert/accept", Some(&json!({})))?;
+                    self.session_call("POST", verb, Some(&json!({})))?;
                     return Ok(text.as_str().unwrap_or_default().to_owned());
                 }
                 Err(_) if Instant::now() < deadline => {
@@ -197,6 +201,15 @@ impl Browser {
         }
         std::fs::write(path, png).with_context(|| format!("writing {}", path.display()))
     }
+}
+
+/// How to answer a confirmation (`window.confirm`): OK or Cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Press OK.
+    Accept,
+    /// Press Cancel.
+    Dismiss,
 }
 
 impl Drop for Browser {

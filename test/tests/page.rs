@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use linker_fixtures::expect;
 use linker_test_host::{AppStore, HttpServer};
-use linker_tests::browser::Browser;
+use linker_tests::browser::{Answer, Browser};
 use linker_tests::node::*;
 use serde_json::{json, Value};
 
@@ -296,7 +297,7 @@ fn the_switch_asks_and_needs_the_owner_and_bad_input_changes_nothing() {
         .run("document.getElementById('auto').click();", json!([]))
         .expect("clicks");
     let question = browser
-        .accept_confirmation(Duration::from_secs(10))
+        .answer_confirmation(Duration::from_secs(10), Answer::Accept)
         .expect("a confirmation");
     assert_eq!(question, "Turn auto-linking off?");
     let deadline = Instant::now() + SHOWN;
@@ -311,4 +312,136 @@ fn the_switch_asks_and_needs_the_owner_and_bad_input_changes_nothing() {
         .wait_for("return !document.getElementById('auto').checked;", SHOWN)
         .expect("the switch shows off");
     screenshot(&browser, "page-switched-off");
+}
+
+#[test]
+fn explain_changes_nothing_re_link_asks_first_and_a_removed_library_is_marked() {
+    let s = Session::new();
+    let server = s.node.http();
+    let store = AppStore::new(&s.node);
+    app_store_install(&store, "mathlib");
+    let app = app_store_install(&store, "app");
+    s.wait_for("app:app:test.os", &expect::app());
+    let browser = logged_in(server);
+    browser
+        .open(&format!("{}{PAGE}", server.url()))
+        .expect("opens");
+    browser
+        .wait_for(
+            &format!(
+                "const text = (function() {{ {} }})(); return text === 'linked' ? text : null;",
+                row_text("app:test.os")
+            ),
+            SHOWN,
+        )
+        .expect("the page shows app linked");
+    let before = linked(&s, "app:test.os");
+    let record = s.file("/app:test.os/pkg/link.json");
+    let click = |button: &str| {
+        browser
+            .run(
+                &format!(
+                    "[...document.querySelector('#packages tr[data-package=\"app:test.os\"]').cells[4].querySelectorAll('button')] \
+                     .find(b => b.textContent === '{button}').click();"
+                ),
+                json!([]),
+            )
+            .expect("clicks");
+    };
+
+    // Explain: what a link would choose, import by import, in words; nothing installed.
+    click("Explain");
+    let explained = browser
+        .wait_for(
+            "const text = document.getElementById('explain').textContent; \
+             return text.includes('linked to') ? text : null;",
+            SHOWN,
+        )
+        .expect("the explanation shows");
+    let explained = explained.as_str().unwrap_or_default();
+    assert!(
+        explained.contains(&format!(
+            "{MATHLIB}: linked to {MATHLIB} from mathlib-api.wasm in mathlib:test.os"
+        )),
+        "{explained}"
+    );
+    assert!(!explained.contains('{'), "no JSON left: {explained}");
+    screenshot(&browser, "page-explain");
+    assert_eq!(linked(&s, "app:test.os"), before);
+    assert_eq!(s.file("/app:test.os/pkg/link.json"), record);
+    assert_eq!(s.printed("app:app:test.os", &expect::app()), 1);
+
+    // Re-link asks first: cancelled, nothing happens.
+    click("Re-link");
+    let question = browser
+        .answer_confirmation(Duration::from_secs(10), Answer::Dismiss)
+        .expect("a confirmation");
+    assert_eq!(question, "Re-link and re-install app:test.os?");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(linked(&s, "app:test.os"), before);
+    assert_eq!(s.printed("app:app:test.os", &expect::app()), 1);
+
+    // Confirmed: linked and installed again, by request; the page shows it without a reload.
+    click("Re-link");
+    browser
+        .answer_confirmation(Duration::from_secs(10), Answer::Accept)
+        .expect("a confirmation");
+    browser
+        .wait_for(
+            "return document.getElementById('message').textContent === 'Done.';",
+            SHOWN,
+        )
+        .expect("the re-link is done");
+    s.wait_for("app:app:test.os", &expect::app());
+    assert_eq!(s.printed("app:app:test.os", &expect::app()), 2);
+    let after = linked(&s, "app:test.os");
+    assert_eq!(after["Ok"]["trigger"], "Request");
+    assert_eq!(after["Ok"]["version_hash"], json!(app));
+    browser
+        .wait_for(
+            "const row = document.querySelector('#packages tr[data-package=\"app:test.os\"]'); \
+             return row && row.cells[2].textContent === 'request';",
+            SHOWN,
+        )
+        .expect("the page shows the re-link's trigger");
+
+    // The library is removed: the app keeps running with its copy, and the page says so.
+    store
+        .uninstall("mathlib:test.os")
+        .expect("the app store uninstalls");
+    let state = browser
+        .wait_for(
+            &format!(
+                "const text = (function() {{ {} }})(); return text && text.includes('removed') ? text : null;",
+                row_text("app:test.os")
+            ),
+            SHOWN,
+        )
+        .expect("the page marks the removed library");
+    assert_eq!(
+        state,
+        "linkedruns with its copy of mathlib:test.os, which was removed"
+    );
+    let marked = browser
+        .run(
+            "return [[...document.querySelectorAll('#graph g.problem text')].map(t => t.textContent), \
+             document.querySelectorAll('#graph line.problem').length, \
+             document.getElementById('summary').textContent];",
+            json!([]),
+        )
+        .expect("the graph");
+    assert_eq!(
+        marked[0],
+        json!(["app:test.os", "mathlib:test.os (removed)"]),
+        "{marked}"
+    );
+    assert_eq!(marked[1], 1, "{marked}");
+    assert!(
+        marked[2]
+            .as_str()
+            .is_some_and(|t| t.starts_with("1 of 1 packages not linked: app:test.os")),
+        "{marked}"
+    );
+    screenshot(&browser, "page-removed");
+    assert_eq!(s.printed("app:app:test.os", &expect::app()), 2);
 }

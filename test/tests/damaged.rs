@@ -288,3 +288,40 @@ fn the_features_are_exactly_the_ones_wasmtime_27_enables() {
         "{rejected:?}"
     );
 }
+
+/// A core module of `count` functions, each a long run of valid arithmetic, but those in `bad`
+/// add an `i64` to an `i32`.
+fn many_functions(count: usize, bad: &[usize]) -> Vec<u8> {
+    let mut text = String::from("(module\n");
+    for index in 0..count {
+        text.push_str("  (func (result i32) i32.const 1\n");
+        for _ in 0..40 {
+            text.push_str("    i32.const 2 i32.add\n");
+        }
+        if bad.contains(&index) {
+            text.push_str("    i64.const 3 i32.add\n");
+        }
+        text.push_str("  )\n");
+    }
+    text.push(')');
+    wat::parse_str(&text).expect("the module assembles")
+}
+
+#[test]
+fn bodies_validated_in_parallel_fail_as_one_pass_would() {
+    // Enough code (about 1 MB) that the bodies are split across threads; a failure in the first
+    // chunk and one in the last, the first reported, as wasmparser's own single pass reports it.
+    for bad in [&[][..], &[4_000], &[7_000], &[10, 7_000], &[4_000, 7_500]] {
+        let module = many_functions(8_000, bad);
+        let one_pass = wasmparser::Validator::new_with_features(World::Any.features())
+            .validate_all(&module)
+            .map(drop)
+            .map_err(|error| error.to_string());
+        assert_eq!(
+            validate(&module, World::Any),
+            one_pass,
+            "bad functions {bad:?}"
+        );
+        assert_eq!(one_pass.is_ok(), bad.is_empty());
+    }
+}

@@ -380,3 +380,114 @@ fn linked_worlds_match_the_wasm_compose_oracle() {
         );
     }
 }
+
+/// The bytes [`linker_core::sha256_hex`] hashes on this thread while `f` runs, and its result.
+fn hashing<T>(f: impl FnOnce() -> T) -> (u64, T) {
+    let before = linker_core::bytes_hashed();
+    let result = f();
+    (linker_core::bytes_hashed() - before, result)
+}
+
+/// What a link of `name` against `deps` must hash, once each: every component as it came in and
+/// as linked, every library it was linked with, every file copied in, and `link.json`; and, when
+/// the caller did not supply their digests, the package zip and the API zips.
+fn must_hash(name: &str, deps: &[&str], linked: &linker_core::Linked, digests_given: bool) -> u64 {
+    let f = fixtures();
+    let package = read(f.package(name));
+    let inputs = files(&package);
+    let apis: BTreeMap<String, Vec<u8>> = deps.iter().map(|d| (f.id(d), read(f.api(d)))).collect();
+    let out = files(&linked.bytes);
+    let size = |bytes: &[u8]| bytes.len() as u64;
+    let mut total = size(&out["link.json"]);
+    if !digests_given {
+        total += size(&package) + apis.values().map(|zip| size(zip)).sum::<u64>();
+    }
+    let mut providers = std::collections::BTreeSet::new();
+    for component in &linked.report.components {
+        let original = inputs
+            .get(&component.path)
+            .or_else(|| out.get(&component.path))
+            .expect("the component is in the package");
+        total += size(original);
+        if component.is_linked() {
+            total += size(&out[&component.path]);
+        }
+        for import in &component.imports {
+            if let Outcome::Linked { provider, .. } = &import.outcome {
+                providers.insert(provider.clone());
+            }
+        }
+    }
+    for provider in providers {
+        total += size(&files(&apis[&provider.archive])[&provider.path]);
+    }
+    total
+        + linked
+            .report
+            .copied
+            .iter()
+            .map(|c| size(&out[&c.path]))
+            .sum::<u64>()
+}
+
+#[test]
+fn a_link_hashes_every_byte_at_most_once() {
+    let f = fixtures();
+    for (name, deps) in [
+        ("app", &["mathlib"][..]),
+        ("chain", &["textlib", "mathlib"]),
+        ("duo", &["mathlib", "textlib"]),
+        ("bigapp", &["mathlib"]),
+    ] {
+        // As `kinode-link link` calls it: every digest computed here.
+        let (hashed, linked) = hashing(|| link(name, deps));
+        let linked = linked.unwrap_or_else(|e| panic!("{name} links: {e}"));
+        assert_eq!(hashed, must_hash(name, deps, &linked, false), "{name}");
+
+        // As the linker process calls it, with the digests it computed on receipt.
+        let package = read(f.package(name));
+        let package_sha256 = linker_core::sha256_hex(&package);
+        let apis: Vec<(String, Vec<u8>, String)> = deps
+            .iter()
+            .map(|dep| {
+                let zip = read(f.api(dep));
+                let sha256 = linker_core::sha256_hex(&zip);
+                (f.id(dep), zip, sha256)
+            })
+            .collect();
+        let inputs: Vec<Input<'_>> = apis
+            .iter()
+            .map(|(name, zip, sha256)| Input::new(name, zip).with_sha256(sha256))
+            .collect();
+        let package_name = format!("{}.zip", f.id(name));
+        let (hashed, linked) = hashing(|| {
+            linker_core::link(
+                Input::new(&package_name, &package).with_sha256(&package_sha256),
+                &inputs,
+                &Options::default(),
+            )
+        });
+        let linked = linked.unwrap_or_else(|e| panic!("{name} links: {e}"));
+        assert_eq!(hashed, must_hash(name, deps, &linked, true), "{name}");
+    }
+}
+
+#[test]
+fn a_composition_hashes_only_its_libraries() {
+    let f = fixtures();
+    let bigapp = files(&read(f.package("bigapp")))["bigapp.wasm"].clone();
+    let library = files(&read(f.api("mathlib")))["mathlib-api.wasm"].clone();
+    let (hashed, composed) = hashing(|| {
+        linker_core::compose_owned(
+            "bigapp.wasm",
+            bigapp.clone(),
+            &[Input::new("mathlib-api.wasm", &library)],
+            &Options::default(),
+        )
+    });
+    let composed = composed.expect("bigapp composes");
+    assert_eq!(composed.report.imports.len(), 1);
+    // Only the library the report names by hash; neither bigapp nor the composed component.
+    assert_eq!(hashed, library.len() as u64);
+    assert!(composed.bytes.len() > bigapp.len());
+}

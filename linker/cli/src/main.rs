@@ -201,8 +201,8 @@ fn run(command: Command) -> Result<String, String> {
                 },
                 ..Options::default()
             };
-            let composed =
-                linker_core::compose(root.input(), &inputs, &options).map_err(|e| e.to_string())?;
+            let composed = linker_core::compose_owned(&root.name, root.bytes, &inputs, &options)
+                .map_err(|e| e.to_string())?;
             write_output(&output, &composed.bytes)?;
             Ok(format!("{}\nwrote {}", composed.report, output.display()))
         }

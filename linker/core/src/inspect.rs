@@ -1,14 +1,17 @@
 //! Inspecting components: deciding what a `.wasm` file is, decoding a component's type into a
 //! shared type arena, and classifying its imports as the runtime's or a library's to provide.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use wac_graph::types::{ItemKind, Package, Types};
-use wasmparser::{Parser, ValidPayload, Validator, WasmFeatures};
+use wasmparser::{
+    FuncToValidate, FuncValidatorAllocations, FunctionBody, Parser, ValidPayload, Validator,
+    ValidatorResources, WasmFeatures,
+};
 
 /// Where a component came from: an archive and a path inside it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -71,12 +74,12 @@ impl Unit {
     /// `world` (function bodies are checked by [`validate`]).
     pub fn decode(
         origin: Origin,
-        bytes: &[u8],
+        bytes: impl AsRef<[u8]> + Into<Vec<u8>>,
         types: &mut Types,
         world: World,
     ) -> Result<Unit, InspectError> {
-        if !Parser::is_component(bytes) {
-            let found = if Parser::is_core_wasm(bytes) {
+        if !Parser::is_component(bytes.as_ref()) {
+            let found = if Parser::is_core_wasm(bytes.as_ref()) {
                 "a core Wasm module"
             } else {
                 "not WebAssembly"
@@ -87,7 +90,8 @@ impl Unit {
             origin: origin.clone(),
             reason,
         };
-        check_structure(bytes, world.features()).map_err(|reason| invalid(&origin, reason))?;
+        check_structure(bytes.as_ref(), world.features())
+            .map_err(|reason| invalid(&origin, reason))?;
         let package = Package::from_bytes("component", None, bytes, types)
             .map_err(|error| invalid(&origin, format!("{error:#}")))?;
         Ok(Unit {
@@ -142,12 +146,88 @@ pub const RUNTIME_FEATURES: WasmFeatures = WasmFeatures::WASM2
 /// `world` (the Kinode runtime's for [`World::Kinode`]). A component must validate this way to
 /// go into a linked package; [`Unit::decode`] checks only the structure, so that a component
 /// that is composed is validated once, as the composition's output.
+///
+/// The structure is validated first, in one pass; the function bodies it yields are then
+/// validated on every core the machine has (one, in a Kinode process). The error is the one a
+/// single in-order pass would report: the first body's that fails, else the structure's.
 pub fn validate(bytes: &[u8], world: World) -> Result<(), String> {
-    Validator::new_with_features(world.features())
-        .validate_all(bytes)
-        .map(drop)
-        .map_err(|error| error.to_string())
+    let mut validator = Validator::new_with_features(world.features());
+    let mut bodies = Vec::new();
+    let mut structure = Ok(());
+    for payload in Parser::new(0).parse_all(bytes) {
+        let step = payload.and_then(|payload| validator.payload(&payload));
+        match step {
+            Ok(ValidPayload::Func(function, body)) => bodies.push((function, body)),
+            Ok(_) => {}
+            Err(error) => {
+                structure = Err(error.to_string());
+                break;
+            }
+        }
+    }
+    validate_bodies(bodies)?;
+    structure
 }
+
+/// A function body the structure pass deferred.
+type Body<'a> = (FuncToValidate<ValidatorResources>, FunctionBody<'a>);
+
+/// Validates `bodies`, split by size across the machine's cores; the first failure in order.
+fn validate_bodies(bodies: Vec<Body<'_>>) -> Result<(), String> {
+    let total: usize = bodies.iter().map(|(_, body)| body.as_bytes().len()).sum();
+    let threads = if cfg!(target_arch = "wasm32") || total < PARALLEL_FROM {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS))
+    };
+    if threads == 1 {
+        return validate_in_order(bodies);
+    }
+    let mut chunks: Vec<Vec<Body<'_>>> = Vec::with_capacity(threads);
+    let share = total.div_ceil(threads);
+    let mut filled = 0;
+    for body in bodies {
+        if chunks.is_empty() || (filled >= share && chunks.len() < threads) {
+            chunks.push(Vec::new());
+            filled = 0;
+        }
+        filled += body.1.as_bytes().len();
+        chunks.last_mut().expect("a chunk was pushed").push(body);
+    }
+    // Chunks are consecutive, so the first failing chunk holds the first failure.
+    std::thread::scope(|scope| {
+        let mut chunks = chunks.into_iter();
+        let here = chunks.next();
+        let workers: Vec<_> = chunks
+            .map(|chunk| scope.spawn(move || validate_in_order(chunk)))
+            .collect();
+        let mut results = vec![here.map_or(Ok(()), validate_in_order)];
+        results.extend(workers.into_iter().map(|worker| {
+            worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }));
+        results.into_iter().collect::<Result<(), String>>()
+    })
+}
+
+/// Validates `bodies` one after another; the first failure.
+fn validate_in_order(bodies: Vec<Body<'_>>) -> Result<(), String> {
+    let mut allocations = FuncValidatorAllocations::default();
+    for (function, body) in bodies {
+        let mut validator = function.into_validator(allocations);
+        validator
+            .validate(&body)
+            .map_err(|error| error.to_string())?;
+        allocations = validator.into_allocations();
+    }
+    Ok(())
+}
+
+/// Bodies smaller than this in all are validated on one thread: starting others costs more.
+const PARALLEL_FROM: usize = 256 * 1024;
+/// At most this many threads validate bodies.
+const MAX_THREADS: usize = 8;
 
 /// Validates a `.wasm` file that is not a component and is packed as it is: it must be a core
 /// module that validates.
@@ -192,8 +272,26 @@ fn check_structure(bytes: &[u8], features: WasmFeatures) -> Result<(), String> {
     }
 }
 
-/// Lowercase hex SHA-256 of `bytes`, the form Kinode uses for version hashes.
+thread_local! {
+    /// Bytes [`sha256_hex`] has hashed on this thread.
+    static HASHED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many bytes [`sha256_hex`] has hashed on this thread so far: benchmarks and tests read it
+/// before and after a link to see that no byte is hashed twice.
+pub fn bytes_hashed() -> u64 {
+    HASHED.with(Cell::get)
+}
+
+/// Lowercase hex SHA-256 of `bytes`, the form Kinode uses for version hashes; counted in
+/// [`bytes_hashed`].
 pub fn sha256_hex(bytes: &[u8]) -> String {
+    HASHED.with(|hashed| hashed.set(hashed.get() + bytes.len() as u64));
+    uncounted_sha256_hex(bytes)
+}
+
+/// [`sha256_hex`] without counting, for debug builds' checks of hashes callers supply.
+pub(crate) fn uncounted_sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|byte| format!("{byte:02x}"))

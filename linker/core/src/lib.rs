@@ -29,14 +29,15 @@ pub use compose::ComposeError;
 pub use inspect::{InspectError, Origin, World};
 pub use linker_guard::GuardError;
 pub use package::{CopiedFile, PackageError};
-pub use report::{ComponentReport, Digest, LibraryReport, LinkReport, Role, Source};
+pub use report::{ComponentReport, ComposeReport, Digest, LibraryReport, LinkReport, Role, Source};
 pub use resolve::{ImportReport, Outcome, ResolveError};
 pub use verify::VerifyError;
 
 use crate::archive::Archive;
 use crate::audit::Audit;
 use crate::bounds::Bounds;
-use crate::inspect::{sha256_hex, Unit};
+use crate::inspect::Unit;
+pub use crate::inspect::{bytes_hashed, sha256_hex};
 use crate::package::PackageFiles;
 use crate::resolve::{Catalog, Resolution};
 
@@ -156,7 +157,7 @@ pub struct Composed {
     /// The composed component.
     pub bytes: Vec<u8>,
     /// What was linked into it.
-    pub report: ComponentReport,
+    pub report: ComposeReport,
 }
 
 /// Links a package zip against API zips: every process, script and other component of the
@@ -361,27 +362,45 @@ pub fn compose(
     libraries: &[Input<'_>],
     options: &Options,
 ) -> Result<Composed, LinkError> {
+    compose_owned(root.name, root.bytes.to_vec(), libraries, options)
+}
+
+/// [`compose`] of a root component the caller owns: its bytes move into the composition
+/// instead of being copied, which matters for a large component.
+pub fn compose_owned(
+    name: &str,
+    root: Vec<u8>,
+    libraries: &[Input<'_>],
+    options: &Options,
+) -> Result<Composed, LinkError> {
     let mut types = Types::default();
-    let origin = |input: &Input<'_>| Origin {
-        archive: input.name.to_owned(),
-        path: input.name.to_owned(),
+    let origin = |name: &str| Origin {
+        archive: name.to_owned(),
+        path: name.to_owned(),
     };
     let units = libraries
         .iter()
-        .map(|library| Unit::decode(origin(library), library.bytes, &mut types, options.world))
+        .map(|library| {
+            Unit::decode(
+                origin(library.name),
+                library.bytes,
+                &mut types,
+                options.world,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    let unit = Unit::decode(origin(&root), root.bytes, &mut types, options.world)?;
+    let unit = Unit::decode(origin(name), root, &mut types, options.world)?;
     let catalog = Catalog::new(&units, &types);
     let resolution = resolve::resolve(&unit, &catalog, &types, options.world);
-    let problems = resolution.errors(root.name);
+    let problems = resolution.errors(name);
     if !problems.is_empty() {
         return Err(LinkError::Unresolved { problems });
     }
     if options.world == World::Kinode {
-        verify::check_init(root.name, &unit, &types)?;
+        verify::check_init(name, &unit, &types)?;
     }
     let audit = audit::audit(
-        root.name,
+        name,
         &unit,
         &resolution.plan,
         &catalog,
@@ -389,30 +408,24 @@ pub fn compose(
         &Bounds::default(),
         false,
     )?;
-    let sha256 = unit.sha256().to_owned();
-    let linked = if resolution.is_empty() {
+    let bytes = if resolution.is_empty() {
         validate_unit(&unit, options.world)?;
-        None
+        unit.package.bytes().to_vec()
     } else {
-        Some(compose::compose(
-            root.name,
+        compose::compose(
+            name,
             unit,
             &resolution.plan,
             &audit.guards,
             &catalog,
             &types,
             options.world,
-        )?)
+        )?
     };
-    let bytes = linked.unwrap_or_else(|| root.bytes.to_vec());
-    verify::check_imports(root.name, &bytes, options.world)?;
-    let linked_sha256 = Some(sha256_hex(&bytes)).filter(|linked| *linked != sha256);
+    verify::check_imports(name, &bytes, options.world)?;
     Ok(Composed {
-        report: ComponentReport {
-            path: root.name.to_owned(),
-            role: Role::Component,
-            sha256,
-            linked_sha256,
+        report: ComposeReport {
+            component: name.to_owned(),
             imports: resolution.reports,
             libraries: audit.libraries,
         },
@@ -520,7 +533,7 @@ impl Session {
                 inspect::validate_module(&origin, bytes, options.world)?;
                 continue;
             }
-            let unit = Unit::decode(origin, bytes, &mut types, options.world)?;
+            let unit = Unit::decode(origin, bytes.as_slice(), &mut types, options.world)?;
             components.push((path.clone(), unit));
         }
         Ok(Session {
@@ -611,7 +624,7 @@ fn decode_api(
             workers.push(path.clone());
             continue;
         }
-        let unit = Unit::decode(origin, bytes, types, world)?;
+        let unit = Unit::decode(origin, bytes.as_slice(), types, world)?;
         if unit.exports(types).any(|(name, _)| name != "init") {
             providers.push(unit);
         } else {
@@ -635,7 +648,12 @@ fn validate_unit(unit: &Unit, world: World) -> Result<(), InspectError> {
 fn digest(input: &Input<'_>) -> Digest {
     let sha256 = match input.sha256 {
         Some(known) => {
-            debug_assert_eq!(known, sha256_hex(input.bytes), "{}'s SHA-256", input.name);
+            debug_assert_eq!(
+                known,
+                inspect::uncounted_sha256_hex(input.bytes),
+                "{}'s SHA-256",
+                input.name
+            );
             known.to_owned()
         }
         None => sha256_hex(input.bytes),

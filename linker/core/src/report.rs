@@ -197,30 +197,55 @@ impl ComponentReport {
 impl fmt::Display for ComponentReport {
     /// One line: the component, then each library import and the provider that satisfied it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.path)?;
-        if self.imports.is_empty() {
-            return write!(f, ": nothing to link");
-        }
-        for (index, import) in self.imports.iter().enumerate() {
-            let separator = if index == 0 { ":" } else { "," };
-            write!(f, "{separator} {}", import.import)?;
-            match &import.outcome {
-                Outcome::Linked {
-                    provider, export, ..
-                } => {
-                    write!(f, " <- {} ({})", provider.path, provider.archive)?;
-                    if *export != import.import {
-                        write!(f, " as {export}")?;
-                    }
-                }
-                _ => write!(f, " <- unresolved")?,
-            }
-            if import.importer.path != self.path {
-                write!(f, " [for {}]", import.importer.path)?;
-            }
-        }
-        Ok(())
+        write_imports(f, &self.path, &self.imports)
     }
+}
+
+/// What [`compose`](crate::compose()) linked into one component. Unlike a [`ComponentReport`]
+/// it carries no hash of the component: composing alone records nothing, so nothing is hashed
+/// but the libraries that [`Outcome::Linked`] names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComposeReport {
+    /// The component, as named.
+    pub component: String,
+    /// Its library imports and those of the libraries linked into it, in resolution order.
+    pub imports: Vec<ImportReport>,
+    /// Every library linked into it, in instantiation order, with what each can do.
+    pub libraries: Vec<LibraryReport>,
+}
+
+impl fmt::Display for ComposeReport {
+    /// One line, as [`ComponentReport`]'s.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_imports(f, &self.component, &self.imports)
+    }
+}
+
+/// `path: import <- provider (archive), ...`, or `path: nothing to link`.
+fn write_imports(f: &mut fmt::Formatter<'_>, path: &str, imports: &[ImportReport]) -> fmt::Result {
+    write!(f, "{path}")?;
+    if imports.is_empty() {
+        return write!(f, ": nothing to link");
+    }
+    for (index, import) in imports.iter().enumerate() {
+        let separator = if index == 0 { ":" } else { "," };
+        write!(f, "{separator} {}", import.import)?;
+        match &import.outcome {
+            Outcome::Linked {
+                provider, export, ..
+            } => {
+                write!(f, " <- {} ({})", provider.path, provider.archive)?;
+                if *export != import.import {
+                    write!(f, " as {export}")?;
+                }
+            }
+            _ => write!(f, " <- unresolved")?,
+        }
+        if import.importer.path != path {
+            write!(f, " [for {}]", import.importer.path)?;
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Display for LinkReport {

@@ -21,7 +21,6 @@
 use kinode_process_lib::vfs::VfsAction;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use crate::api::StepFailure;
 use crate::inputs::Named;
@@ -73,13 +72,9 @@ pub fn prepare() -> Result<(), StepFailure> {
     Ok(())
 }
 
-/// Lowercase hex SHA-256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
+/// Lowercase hex SHA-256: the core's, so that [`linker_core::bytes_hashed`] counts the
+/// process's hashing too.
+pub use linker_core::sha256_hex;
 
 /// The generation of the rules links are made by. It moves whenever the linking core accepts,
 /// refuses or produces something else for the same inputs while the linker's version stays, so

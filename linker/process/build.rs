@@ -35,6 +35,8 @@ fn run() -> Result<(), String> {
     println!("cargo:rerun-if-changed={}", api_dir.display());
 
     let wit_dir = crate_dir.join("target").join("wit");
+    // Run again when the directory goes (a clean checkout sharing another's target directory).
+    println!("cargo:rerun-if-changed={}", wit_dir.display());
     fs::create_dir_all(&wit_dir).map_err(|e| format!("creating {}: {e}", wit_dir.display()))?;
     let kinode_wit = locate_kinode_wit(&repo.join("Cargo.toml"))?;
     copy_if_changed(&kinode_wit, &wit_dir.join("kinode.wit"))?;

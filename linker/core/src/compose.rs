@@ -95,18 +95,18 @@ fn encode(
     };
     let mut graph = CompositionGraph::new();
     *graph.types_mut() = types.clone();
-    let register = |graph: &mut CompositionGraph, name: String, unit: &Unit| {
-        let package = Package::from_bytes(&name, None, unit.package.bytes(), graph.types_mut())
-            .map_err(|error| fail(format!("{}: {error:#}", unit.origin)))?;
+    // A library's package was decoded into `types`, which the graph's types copy: it is
+    // registered as it is, not decoded again.
+    let register = |graph: &mut CompositionGraph, unit: &Unit| {
         graph
-            .register_package(package)
+            .register_package(unit.package.clone())
             .map_err(|error| fail(error.to_string()))
     };
 
     let mut instances: Vec<NodeId> = Vec::with_capacity(plan.instances.len());
     for (index, planned) in plan.instances.iter().enumerate() {
         let library = catalog.provider(planned.provider);
-        let package = register(&mut graph, format!("lib{index}"), library)?;
+        let package = register(&mut graph, library)?;
         let instance = graph.instantiate(package);
         connect(&mut graph, instance, &planned.args, &instances).map_err(&fail)?;
         if let Some(guard) = guards.get(index).and_then(Option::as_deref) {

@@ -70,35 +70,58 @@ pub(crate) struct Unit {
 }
 
 impl Unit {
-    /// Decodes `bytes` into `types`, checking the component's structure with the features of
-    /// `world` (function bodies are checked by [`validate`]).
+    /// Decodes `bytes` into `types` as package `name` (unique among the components one
+    /// composition registers), checking the component's structure with the features of `world`
+    /// (function bodies are checked by [`validate`]).
     pub fn decode(
         origin: Origin,
+        name: &str,
         bytes: impl AsRef<[u8]> + Into<Vec<u8>>,
         types: &mut Types,
         world: World,
     ) -> Result<Unit, InspectError> {
-        if !Parser::is_component(bytes.as_ref()) {
-            let found = if Parser::is_core_wasm(bytes.as_ref()) {
+        Unit::check(&origin, bytes.as_ref(), world)?;
+        Unit::decode_checked(origin, name, bytes, types)
+    }
+
+    /// The first half of [`Unit::decode`], which needs no types and so can run on its own
+    /// thread: that `bytes` are a component whose structure `world` accepts.
+    pub fn check(origin: &Origin, bytes: &[u8], world: World) -> Result<(), InspectError> {
+        if !Parser::is_component(bytes) {
+            let found = if Parser::is_core_wasm(bytes) {
                 "a core Wasm module"
             } else {
                 "not WebAssembly"
             };
-            return Err(InspectError::NotAComponent { origin, found });
+            return Err(InspectError::NotAComponent {
+                origin: origin.clone(),
+                found,
+            });
         }
-        let invalid = |origin: &Origin, reason: String| InspectError::InvalidComponent {
+        check_structure(bytes, world.features()).map_err(|reason| InspectError::InvalidComponent {
             origin: origin.clone(),
             reason,
-        };
-        check_structure(bytes.as_ref(), world.features())
-            .map_err(|reason| invalid(&origin, reason))?;
-        let package = Package::from_bytes("component", None, bytes, types)
-            .map_err(|error| invalid(&origin, format!("{error:#}")))?;
-        Ok(Unit {
-            origin,
-            package,
-            sha256: OnceCell::new(),
         })
+    }
+
+    /// The second half of [`Unit::decode`], for bytes [`Unit::check`] accepted.
+    pub fn decode_checked(
+        origin: Origin,
+        name: &str,
+        bytes: impl Into<Vec<u8>>,
+        types: &mut Types,
+    ) -> Result<Unit, InspectError> {
+        match Package::from_bytes(name, None, bytes, types) {
+            Ok(package) => Ok(Unit {
+                origin,
+                package,
+                sha256: OnceCell::new(),
+            }),
+            Err(error) => Err(InspectError::InvalidComponent {
+                origin,
+                reason: format!("{error:#}"),
+            }),
+        }
     }
 
     /// SHA-256 of the component's bytes, computed on first use: only reports need it.
@@ -147,87 +170,89 @@ pub const RUNTIME_FEATURES: WasmFeatures = WasmFeatures::WASM2
 /// go into a linked package; [`Unit::decode`] checks only the structure, so that a component
 /// that is composed is validated once, as the composition's output.
 ///
-/// The structure is validated first, in one pass; the function bodies it yields are then
-/// validated on every core the machine has (one, in a Kinode process). The error is the one a
-/// single in-order pass would report: the first body's that fails, else the structure's.
+/// One pass validates the structure and hands each function body, as the pass reaches it, to
+/// threads that validate bodies meanwhile (natively, for input large enough to repay them; in
+/// a Kinode process, which has one thread, the pass validates them itself). The error is the one
+/// a single in-order pass reports: the first failing body's, else the structure's.
 pub fn validate(bytes: &[u8], world: World) -> Result<(), String> {
-    let mut validator = Validator::new_with_features(world.features());
-    let mut bodies = Vec::new();
-    let mut structure = Ok(());
-    for payload in Parser::new(0).parse_all(bytes) {
-        let step = payload.and_then(|payload| validator.payload(&payload));
-        match step {
-            Ok(ValidPayload::Func(function, body)) => bodies.push((function, body)),
-            Ok(_) => {}
-            Err(error) => {
-                structure = Err(error.to_string());
-                break;
+    let threads = if cfg!(target_arch = "wasm32") || bytes.len() < PARALLEL_FROM {
+        0
+    } else {
+        std::thread::available_parallelism().map_or(0, |n| (n.get() - 1).min(MAX_THREADS))
+    };
+    if threads == 0 {
+        return Validator::new_with_features(world.features())
+            .validate_all(bytes)
+            .map(drop)
+            .map_err(|error| error.to_string());
+    }
+    std::thread::scope(|scope| {
+        let mut queues = Vec::with_capacity(threads);
+        let mut workers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let (sender, receiver) = std::sync::mpsc::channel::<Body<'_>>();
+            queues.push((sender, 0usize));
+            workers.push(scope.spawn(move || validate_bodies(receiver)));
+        }
+        let mut validator = Validator::new_with_features(world.features());
+        let mut structure = Ok(());
+        let mut sequence = 0;
+        for payload in Parser::new(0).parse_all(bytes) {
+            match payload.and_then(|payload| validator.payload(&payload)) {
+                Ok(ValidPayload::Func(function, body)) => {
+                    // To the thread with the fewest bytes queued so far.
+                    let (queue, queued) = queues
+                        .iter_mut()
+                        .min_by_key(|(_, queued)| *queued)
+                        .expect("at least one thread");
+                    *queued += body.as_bytes().len();
+                    // A thread that stopped at a failure no longer listens; its failure stands.
+                    let _ = queue.send((sequence, function, body));
+                    sequence += 1;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    structure = Err(error.to_string());
+                    break;
+                }
             }
         }
-    }
-    validate_bodies(bodies)?;
-    structure
-}
-
-/// A function body the structure pass deferred.
-type Body<'a> = (FuncToValidate<ValidatorResources>, FunctionBody<'a>);
-
-/// Validates `bodies`, split by size across the machine's cores; the first failure in order.
-fn validate_bodies(bodies: Vec<Body<'_>>) -> Result<(), String> {
-    let total: usize = bodies.iter().map(|(_, body)| body.as_bytes().len()).sum();
-    let threads = if cfg!(target_arch = "wasm32") || total < PARALLEL_FROM {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS))
-    };
-    if threads == 1 {
-        return validate_in_order(bodies);
-    }
-    let mut chunks: Vec<Vec<Body<'_>>> = Vec::with_capacity(threads);
-    let share = total.div_ceil(threads);
-    let mut filled = 0;
-    for body in bodies {
-        if chunks.is_empty() || (filled >= share && chunks.len() < threads) {
-            chunks.push(Vec::new());
-            filled = 0;
+        drop(queues);
+        let first_body_failure = workers
+            .into_iter()
+            .filter_map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .min_by_key(|(sequence, _)| *sequence);
+        match first_body_failure {
+            Some((_, error)) => Err(error),
+            None => structure,
         }
-        filled += body.1.as_bytes().len();
-        chunks.last_mut().expect("a chunk was pushed").push(body);
-    }
-    // Chunks are consecutive, so the first failing chunk holds the first failure.
-    std::thread::scope(|scope| {
-        let mut chunks = chunks.into_iter();
-        let here = chunks.next();
-        let workers: Vec<_> = chunks
-            .map(|chunk| scope.spawn(move || validate_in_order(chunk)))
-            .collect();
-        let mut results = vec![here.map_or(Ok(()), validate_in_order)];
-        results.extend(workers.into_iter().map(|worker| {
-            worker
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        }));
-        results.into_iter().collect::<Result<(), String>>()
     })
 }
 
-/// Validates `bodies` one after another; the first failure.
-fn validate_in_order(bodies: Vec<Body<'_>>) -> Result<(), String> {
+/// A function body the structure pass handed on, with its place among the bodies.
+type Body<'a> = (usize, FuncToValidate<ValidatorResources>, FunctionBody<'a>);
+
+/// Validates the bodies `queue` brings, in order, until one fails: that one, with its place.
+fn validate_bodies(queue: std::sync::mpsc::Receiver<Body<'_>>) -> Option<(usize, String)> {
     let mut allocations = FuncValidatorAllocations::default();
-    for (function, body) in bodies {
+    for (sequence, function, body) in queue {
         let mut validator = function.into_validator(allocations);
-        validator
-            .validate(&body)
-            .map_err(|error| error.to_string())?;
+        if let Err(error) = validator.validate(&body) {
+            return Some((sequence, error.to_string()));
+        }
         allocations = validator.into_allocations();
     }
-    Ok(())
+    None
 }
 
-/// Bodies smaller than this in all are validated on one thread: starting others costs more.
-const PARALLEL_FROM: usize = 256 * 1024;
-/// At most this many threads validate bodies.
-const MAX_THREADS: usize = 8;
+/// Input smaller than this is validated on one thread: starting others costs more than it saves.
+const PARALLEL_FROM: usize = 64 * 1024;
+/// At most this many threads validate bodies beside the structure pass.
+const MAX_THREADS: usize = 7;
 
 /// Validates a `.wasm` file that is not a component and is packed as it is: it must be a core
 /// module that validates.

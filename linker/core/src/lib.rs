@@ -41,6 +41,9 @@ pub use crate::inspect::{bytes_hashed, sha256_hex};
 use crate::package::PackageFiles;
 use crate::resolve::{Catalog, Resolution};
 
+/// The package name a component being linked has in its composition; its libraries are `lib{n}`.
+const ROOT: &str = "component";
+
 /// The linker's version, recorded in every `link.json`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -378,19 +381,34 @@ pub fn compose_owned(
         archive: name.to_owned(),
         path: name.to_owned(),
     };
-    let units = libraries
-        .iter()
-        .map(|library| {
-            Unit::decode(
-                origin(library.name),
-                library.bytes,
-                &mut types,
-                options.world,
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let unit = Unit::decode(origin(name), root, &mut types, options.world)?;
-    let catalog = Catalog::new(&units, &types);
+    // The root's structure is checked on a second thread while the libraries are decoded;
+    // errors come in the order of one thread's: the libraries', then the root's.
+    let root_origin = origin(name);
+    let (units, root_checked) = std::thread::scope(|scope| {
+        let check = || Unit::check(&root_origin, &root, options.world);
+        let parallel = !cfg!(target_arch = "wasm32") && !libraries.is_empty();
+        let checking = parallel.then(|| scope.spawn(check));
+        let units = libraries
+            .iter()
+            .enumerate()
+            .map(|(index, library)| {
+                let package = format!("lib{index}");
+                let origin = origin(library.name);
+                Unit::decode(origin, &package, library.bytes, &mut types, options.world)
+            })
+            .collect::<Result<Vec<_>, _>>();
+        let root_checked = match checking {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => check(),
+        };
+        (units, root_checked)
+    });
+    let units = units?;
+    root_checked?;
+    let unit = Unit::decode_checked(root_origin, ROOT, root, &mut types)?;
+    let catalog = Catalog::new(&units, &types).without_hashes();
     let resolution = resolve::resolve(&unit, &catalog, &types, options.world);
     let problems = resolution.errors(name);
     if !problems.is_empty() {
@@ -533,7 +551,7 @@ impl Session {
                 inspect::validate_module(&origin, bytes, options.world)?;
                 continue;
             }
-            let unit = Unit::decode(origin, bytes.as_slice(), &mut types, options.world)?;
+            let unit = Unit::decode(origin, ROOT, bytes.as_slice(), &mut types, options.world)?;
             components.push((path.clone(), unit));
         }
         Ok(Session {
@@ -624,7 +642,8 @@ fn decode_api(
             workers.push(path.clone());
             continue;
         }
-        let unit = Unit::decode(origin, bytes.as_slice(), types, world)?;
+        let package = format!("lib{}", providers.len());
+        let unit = Unit::decode(origin, &package, bytes.as_slice(), types, world)?;
         if unit.exports(types).any(|(name, _)| name != "init") {
             providers.push(unit);
         } else {

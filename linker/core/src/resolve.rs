@@ -28,7 +28,9 @@ pub enum Outcome {
         provider: Origin,
         /// The provider's export used (differs from the import when matched by semver).
         export: String,
-        /// SHA-256 of the provider component.
+        /// SHA-256 of the provider component; empty from [`compose`](crate::compose()), which
+        /// records nothing.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         sha256: String,
         /// Whether the match was semver-compatible rather than exact.
         semver: bool,
@@ -154,6 +156,8 @@ fn list(origins: &[Origin]) -> String {
 pub(crate) struct Catalog<'u> {
     providers: Vec<&'u Unit>,
     exports: BTreeMap<String, Vec<(usize, ItemKind)>>,
+    /// Whether [`Outcome::Linked`] names its provider's SHA-256 (a link's record needs it).
+    hashes: bool,
 }
 
 impl<'u> Catalog<'u> {
@@ -176,7 +180,20 @@ impl<'u> Catalog<'u> {
             }
             providers.push(unit);
         }
-        Catalog { providers, exports }
+        Catalog {
+            providers,
+            exports,
+            hashes: true,
+        }
+    }
+
+    /// The same catalog for a composition, which records nothing: [`Outcome::Linked`] leaves
+    /// the provider's SHA-256 empty, so no library is hashed.
+    pub fn without_hashes(self) -> Catalog<'u> {
+        Catalog {
+            hashes: false,
+            ..self
+        }
     }
 
     /// The provider with this index.
@@ -465,7 +482,11 @@ impl Resolver<'_, '_> {
                 let outcome = Outcome::Linked {
                     provider: unit.origin.clone(),
                     export: export.to_owned(),
-                    sha256: unit.sha256().to_owned(),
+                    sha256: if self.catalog.hashes {
+                        unit.sha256().to_owned()
+                    } else {
+                        String::new()
+                    },
                     semver,
                     source: Source::Given,
                 };

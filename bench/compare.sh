@@ -7,6 +7,7 @@
 #
 #   bench/compare.sh                  # from the repository root or anywhere
 #   RUNS=30 bench/compare.sh          # more runs per command (default 20; bigapp gets RUNS/2, at least 5)
+#   BASELINE=<rev> bench/compare.sh   # kinode-link of another revision too, side by side
 #
 # Environment: CARGO_TARGET_DIR (default <repo>/target); TOOLS_ROOT (where the pinned tools are installed, default
 # $CARGO_TARGET_DIR/bench-tools); RUNS; USE_HYPERFINE=0 to time with a plain loop instead of hyperfine.
@@ -56,10 +57,27 @@ apt_install() { # <package>: installs from the Debian archive if we may
 [[ ${USE_HYPERFINE:-1} == 1 ]] && ! command -v hyperfine >/dev/null && apt_install hyperfine
 have_hyperfine() { [[ ${USE_HYPERFINE:-1} == 1 ]] && command -v hyperfine >/dev/null; }
 [[ -x /usr/bin/time ]] || apt_install time
+command -v valgrind >/dev/null || apt_install valgrind
 
-say "building kinode-link (release)"
-cargo build --release --locked -p kinode-link >&2
-KINODE_LINK=$CARGO_TARGET_DIR/release/kinode-link
+# BASELINE=<git revision>: the same figures for kinode-link built from that revision, side by side (its binary is
+# built first, from a worktree, in the same target directory, and kept as $OUT/kinode-link-baseline).
+BASELINE_LINK=
+if [[ -n ${BASELINE:-} ]]; then
+    say "building kinode-link at $BASELINE (baseline)"
+    rm -rf "$OUT/baseline-src"
+    git worktree prune
+    git worktree add --detach "$OUT/baseline-src" "$BASELINE" >&2
+    profile=dist
+    grep -q '^\[profile.dist\]' "$OUT/baseline-src/Cargo.toml" || profile=release
+    cargo build --profile "$profile" --locked -p kinode-link --manifest-path "$OUT/baseline-src/Cargo.toml" >&2
+    cp "$CARGO_TARGET_DIR/$profile/kinode-link" "$OUT/kinode-link-baseline"
+    git worktree remove --force "$OUT/baseline-src"
+    BASELINE_LINK=$OUT/kinode-link-baseline
+fi
+
+say "building kinode-link (the dist profile it is installed with)"
+cargo build --profile dist --locked -p kinode-link >&2
+KINODE_LINK=$CARGO_TARGET_DIR/dist/kinode-link
 
 # --- Inputs -------------------------------------------------------------------------------------------------------
 say "building the fixtures"
@@ -111,6 +129,28 @@ setup() { # <root> <package zip>: the three composers on <root>.wasm + mathlib-a
         "$KINODE_LINK link $2 --api $MATHLIB_API_ZIP --stored -o $OUT/linked.zip"
         "bash $ROOT/bench/kit-loop.sh $WASM_TOOLS $2 $OUT/kit.zip $MATHLIB_API_ZIP"
     )
+    if [[ -n $BASELINE_LINK ]]; then
+        NAMES+=("kinode-link compose (baseline $BASELINE)" "kinode-link link (zip, --stored, baseline $BASELINE)")
+        CMDS+=(
+            "$BASELINE_LINK compose $IN/$1.wasm --dep $IN/mathlib-api.wasm -o $OUT/out.wasm"
+            "$BASELINE_LINK link $2 --api $MATHLIB_API_ZIP --stored -o $OUT/linked.zip"
+        )
+    fi
+}
+
+# --- Instructions ---------------------------------------------------------------------------------------------------
+instructions() { # callgrind's instruction count of each composer (and kinode-link link) on CMDS, and SHA-256's share
+    local i total sha
+    echo "| Command | Instructions | of which SHA-256 |"
+    echo "|:---|---:|---:|"
+    for i in "${!CMDS[@]}"; do
+        [[ ${NAMES[$i]} == kit* ]] && continue
+        valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" ${CMDS[$i]} >/dev/null 2>&1
+        total=$(awk '/^totals:/ { print $2 }' "$OUT/callgrind.out")
+        sha=$(callgrind_annotate "$OUT/callgrind.out" 2>/dev/null | awk '/sha2::sha256/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
+        awk -v c="\`${NAMES[$i]}\`" -v t="$total" -v s="$sha" \
+            'BEGIN { printf "| %s | %.1f M | %.1f M (%.0f %%) |\n", c, t / 1e6, s / 1e6, 100 * s / t }'
+    done
 }
 
 # --- Wall time ----------------------------------------------------------------------------------------------------
@@ -197,6 +237,12 @@ ratio_rows() { # one row per way: "<ms> ms (<ratio>×)" for app and bigapp, from
         echo
         peak_rss
         echo
+        if command -v valgrind >/dev/null; then
+            echo "## $root + mathlib-api: instructions (valgrind --tool=callgrind; SHA-256 without the CPU's SHA extensions, as in Wasm)"
+            echo
+            instructions
+            echo
+        fi
     done
     say "the in-node benchmark (release build of the test host)"
     LINKER_BENCH_NODE_TSV=$OUT/node.tsv cargo bench --locked -p linker-tests --bench node -- app >"$OUT/node.md"

@@ -16,6 +16,8 @@
 //! the growth of the resident set during one call, inputs already loaded (`VmHWM` after resetting it through
 //! `/proc/self/clear_refs`; Linux only). The `memory` bench counts the heap with a global allocator instead.
 //!
+//! First, the bytes each scenario's call hashes against the bytes it reads.
+//!
 //! `cargo bench -p linker-tests --bench link`; `LINKER_BENCH_NO_PEAK=1` skips the memory report.
 
 use std::fmt::Write as _;
@@ -389,6 +391,29 @@ fn peak_child(name: &str) -> Result<()> {
 }
 
 /// In the parent: runs every scenario in a child and prints its peak memory and output size.
+/// Prints, per scenario, the bytes one call hashes (`linker_core::bytes_hashed`) against the bytes
+/// it reads: a link hashes each input archive, each component as it came in and as linked and
+/// `link.json` once each; a composition hashes nothing.
+fn report_hashing(scenarios: &[Scenario]) {
+    println!("hashing: bytes SHA-256 hashed by one call, against its input bytes");
+    println!(
+        "{:<24} {:>12} {:>12} {:>8}",
+        "scenario", "input B", "hashed B", "hashed/in"
+    );
+    for scenario in scenarios {
+        let before = linker_core::bytes_hashed();
+        black_box(scenario.run());
+        let hashed = linker_core::bytes_hashed() - before;
+        let input = scenario.input_len();
+        println!(
+            "{:<24} {input:>12} {hashed:>12} {:>8.2}",
+            scenario.id(),
+            hashed as f64 / input as f64
+        );
+    }
+    println!();
+}
+
 fn report_peaks(paths: &FixturePaths, scenarios: &[Scenario]) -> Result<()> {
     let exe = std::env::current_exe()?;
     println!(
@@ -458,6 +483,9 @@ fn main() -> Result<()> {
     let mut criterion = Criterion::default().configure_from_args();
     // `cargo test --benches` runs each benchmark once: skip the memory report there.
     let testing = std::env::args().any(|a| a == "--test");
+    if !testing {
+        report_hashing(&scenarios);
+    }
     if !testing && std::env::var_os("LINKER_BENCH_NO_PEAK").is_none() {
         report_peaks(&paths, &scenarios)?;
     }

@@ -1,6 +1,6 @@
 //! The linker on the test node against the native core, side by side in one run.
 //!
-//! For each example package (installed in dependency order, as `./x demo` does), two figures:
+//! For each example package (installed in dependency order, as `./x demo` does), three figures:
 //!
 //! - **native**: `linker_core::link` of the package zip with the API zips it depends on,
 //!   transitively (the inputs the linker finds on the node), stored as the process stores it; the
@@ -9,6 +9,10 @@
 //!   linker has already installed the package's dependencies, from sending the request to receiving
 //!   the answer: inputs read, linked inside Wasm, written to the VFS, processes initialised and
 //!   started. The median of several nodes, each install cold (nothing cached).
+//!
+//! - **app store**: the app store's own install of the same package on such a node, unlinked
+//!   (the linker switched off): the download landing (`NewPackage`) and `Install`. What a user
+//!   waits for without the linker, against what the linker's install costs.
 //!
 //! Wall time is what the targets are about, but other work on the machine inflates it; the CPU time
 //! of every thread of this process (`/proc/self/task/*/schedstat`) over the same call is shown too,
@@ -44,7 +48,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use linker_core::{Compression, Input, Options};
 use linker_fixtures::{linker_package, Fixtures};
-use linker_test_host::{caps, HostCall};
+use linker_test_host::{caps, AppStore, HostCall};
 use linker_tests::node::{fixtures, read, Session, LINKER};
 use serde_json::{json, Value};
 
@@ -78,9 +82,9 @@ fn main() -> Result<()> {
     }
 
     let mut header = String::from(
-        "| package | input | native `link` | in-node install | ratio | CPU: native | CPU: in-node | CPU ratio | of which: linking in Wasm | Wasm ÷ native |",
+        "| package | input | native `link` | in-node install | ratio | app store's own install, unlinked | linker ÷ app store | CPU: native | CPU: in-node | CPU ratio | of which: linking in Wasm | Wasm ÷ native |",
     );
-    let mut rule = String::from("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut rule = String::from("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     if baseline.is_some() {
         header.push_str(" baseline: in-node | baseline: ratio | baseline: CPU ratio |");
         rule.push_str("---:|---:|---:|");
@@ -110,7 +114,16 @@ fn main() -> Result<()> {
                 baseline_installs.push(install_on_fresh_node(zip, name, &dependencies)?);
             }
         }
+        let mut app_store = Vec::new();
+        for _ in 0..runs {
+            app_store.push(app_store_install_on_fresh_node(
+                &linker,
+                name,
+                &dependencies,
+            )?);
+        }
         let (in_node, in_node_cpu) = medians(installs.iter().map(|i| Ok(i.sample)))?;
+        let (by_app_store, _) = medians(app_store.iter().map(|sample| Ok(*sample)))?;
         if let Some(install) = installs.iter().find(|i| i.sample.0 == in_node) {
             profiles.push((f.id(name), install.profile.clone()));
             if let Some((_, cached)) = &install.cached {
@@ -126,12 +139,14 @@ fn main() -> Result<()> {
         linking.sort();
         let in_wasm = linking[linking.len() / 2];
         let mut row = format!(
-            "| {} | {:.0} KiB | {:.2} ms | {:.2} ms | {:.1}× | {:.2} ms | {:.2} ms | {:.1}× | {:.2} ms | {:.1}× |",
+            "| {} | {:.0} KiB | {:.2} ms | {:.2} ms | {:.1}× | {:.2} ms | {:.2}× | {:.2} ms | {:.2} ms | {:.1}× | {:.2} ms | {:.1}× |",
             f.id(name),
             input_bytes as f64 / 1024.0,
             ms(native),
             ms(in_node),
             ratio(in_node, native),
+            ms(by_app_store),
+            ratio(in_node, by_app_store),
             ms(native_cpu),
             ms(in_node_cpu),
             ratio(in_node_cpu, native_cpu),
@@ -274,6 +289,39 @@ struct Install {
 
 /// Boots a node with the linker package `linker`, installs `dependencies` through it, then times
 /// the install of `name`, then a `Link` request for it, which the cache serves.
+/// The app store's own install of fixture `name`, unlinked, on a fresh node whose linker is
+/// switched off and has installed the dependencies: the download landing (`NewPackage`, the zip
+/// hashed and written) and `Install`, as the app store takes them.
+fn app_store_install_on_fresh_node(
+    linker: &[u8],
+    name: &str,
+    dependencies: &[&str],
+) -> Result<Sample> {
+    let session = Session::with_linker(linker);
+    for dep in dependencies {
+        install(&session, dep)?;
+    }
+    let (off, _) = session.ask(
+        &session.tester,
+        json!({ "AutoLink": false }),
+        None,
+        vec![caps::messaging(LINKER)],
+    );
+    if off["AutoLink"]["Ok"] != json!(false) {
+        bail!("auto-linking did not switch off: {off:#}");
+    }
+    let f = fixtures();
+    let store = AppStore::new(&session.node);
+    let zip = read(f.package(name));
+    let id = f.id(name);
+    let (installed, sample) = measure(|| {
+        let hash = store.new_package(&id, &zip)?;
+        store.install(&id, &hash, Some(1))
+    })?;
+    installed.with_context(|| format!("the app store installing {id}"))?;
+    Ok(sample)
+}
+
 fn install_on_fresh_node(linker: &[u8], name: &str, dependencies: &[&str]) -> Result<Install> {
     let session = Session::with_linker(linker);
     for dep in dependencies {

@@ -69,14 +69,15 @@ if [[ -n ${BASELINE:-} ]]; then
     git worktree add --detach "$OUT/baseline-src" "$BASELINE" >&2
     profile=dist
     grep -q '^\[profile.dist\]' "$OUT/baseline-src/Cargo.toml" || profile=release
-    cargo build --profile "$profile" --locked -p kinode-link --manifest-path "$OUT/baseline-src/Cargo.toml" >&2
+    CARGO_PROFILE_DIST_STRIP=debuginfo cargo build --profile "$profile" --locked -p kinode-link --manifest-path "$OUT/baseline-src/Cargo.toml" >&2
     cp "$CARGO_TARGET_DIR/$profile/kinode-link" "$OUT/kinode-link-baseline"
     git worktree remove --force "$OUT/baseline-src"
     BASELINE_LINK=$OUT/kinode-link-baseline
 fi
 
 say "building kinode-link (the dist profile it is installed with)"
-cargo build --profile dist --locked -p kinode-link >&2
+# The dist profile strips symbols; keeping their names (not loaded at run time) lets callgrind attribute SHA-256.
+CARGO_PROFILE_DIST_STRIP=debuginfo cargo build --profile dist --locked -p kinode-link >&2
 KINODE_LINK=$CARGO_TARGET_DIR/dist/kinode-link
 
 # --- Inputs -------------------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@
 //!   prompting message, a `timer:distro:sys` timer is set for it. The timer's answer makes it the
 //!   prompting message again, so the linker can answer it then: with its answer if it was handled
 //!   meanwhile; with `Busy` if it was not started and its sender is about to stop waiting; or
-//!   else by setting the timer again, [`POLL_MS`] later.
+//!   else by setting the timer again, a quarter of the time the request has waited so far later
+//!   (from [`FIRST_POLL_MS`] up to [`POLL_MS`]).
 //! - One job runs at a time ([`next`]): cheap reads first (`ListApis`, `Linked`, `Packages`,
 //!   asking whether auto-linking is on, `Explain`: they change nothing and take little), then the
 //!   rest (links, installs, downloads, kit uploads, switching auto-linking, auto-linking's ticks)
@@ -43,9 +44,14 @@ use kinode_process_lib::{
 use crate::api::{Busy, LinkerError};
 use crate::service::{self, Parsed};
 
-/// How often a parked request's timer fires, in milliseconds: the longest an answer waits to be
+/// The longest a parked request's timer waits, in milliseconds: the longest an answer waits to be
 /// sent once it is ready.
 pub const POLL_MS: u64 = 100;
+
+/// The shortest a parked request's timer waits, in milliseconds. In between, a timer waits a
+/// quarter of the time its request has waited so far: an answer is sent at most a quarter late, and
+/// a request waiting long costs about twenty timers more.
+pub const FIRST_POLL_MS: u64 = 2;
 
 /// The least time a request is started before its sender stops waiting: covers the longest the
 /// linker or the node may go without taking in a message (composing a large package, the kernel
@@ -123,13 +129,30 @@ pub struct Answer {
     pub blob: Option<Vec<u8>>,
 }
 
+/// A job under way, as the mailbox remembers it.
+struct Running {
+    seq: u64,
+    arrived: Instant,
+    /// What it is doing, for `Busy` answers.
+    doing: String,
+}
+
+impl Running {
+    fn of(job: &Job) -> Running {
+        Running {
+            seq: job.seq,
+            arrived: job.arrived,
+            doing: job.doing(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Jobs not started, in arrival order.
     waiting: VecDeque<Job>,
-    /// Jobs under way, outermost first ([`serve_reads`] runs reads inside a long job): number and
-    /// what it is doing.
-    running: Vec<(u64, String)>,
+    /// Jobs under way, outermost first ([`serve_reads`] runs reads inside a long job).
+    running: Vec<Running>,
     /// Answers of parked requests, sent when their timer next fires.
     ready: BTreeMap<u64, Answer>,
     /// Numbers jobs and awaited requests.
@@ -169,7 +192,7 @@ impl State {
     /// Starts the job at `position`.
     fn start(&mut self, position: usize) -> Option<Job> {
         let job = self.waiting.remove(position)?;
-        self.running.push((job.seq, job.doing()));
+        self.running.push(Running::of(&job));
         Some(job)
     }
 }
@@ -193,7 +216,7 @@ pub fn next() -> Job {
             return job;
         }
         if let Some(job) = take_in(await_message(), true) {
-            with(|state| state.running.push((job.seq, job.doing())));
+            with(|state| state.running.push(Running::of(&job)));
             return job;
         }
     }
@@ -202,7 +225,7 @@ pub fn next() -> Job {
 /// Ends a job: its answer is sent now if its request is the prompting message, or when its timer
 /// next fires; a request whose sender awaits no answer gets none.
 pub fn finish(job: Job, answer: Option<Answer>) {
-    with(|state| state.running.retain(|(seq, _)| *seq != job.seq));
+    with(|state| state.running.retain(|running| running.seq != job.seq));
     let Some(answer) = answer.filter(|_| job.timeout.is_some()) else {
         return;
     };
@@ -350,8 +373,9 @@ fn park(job: Job) {
 enum Fired {
     /// Too late to start it: answered `Busy`, with how many jobs were ahead of it.
     Busy(Job, usize),
-    /// Its timer is set again; when it would be too late to start it, if it is not started.
-    Wait(Option<Instant>),
+    /// Its timer is set again: when it arrived, and when it would be too late to start it, if
+    /// it is not started.
+    Wait(Instant, Option<Instant>),
     /// Nothing: it was answered already.
     Gone,
 }
@@ -366,11 +390,11 @@ fn fired(seq: u64) {
     let now = Instant::now();
     let fired = with(|state| {
         let Some(position) = state.waiting.iter().position(|job| job.seq == seq) else {
-            return if state.running.iter().any(|(running, _)| *running == seq) {
-                Fired::Wait(None)
-            } else {
-                Fired::Gone
-            };
+            return state
+                .running
+                .iter()
+                .find(|running| running.seq == seq)
+                .map_or(Fired::Gone, |running| Fired::Wait(running.arrived, None));
         };
         let job = &state.waiting[position];
         match job.busy_at() {
@@ -381,27 +405,29 @@ fn fired(seq: u64) {
                     .remove(position)
                     .map_or(Fired::Gone, |job| Fired::Busy(job, ahead))
             }
-            at => Fired::Wait(at),
+            at => Fired::Wait(job.arrived, at),
         }
     });
     match fired {
         Fired::Busy(job, ahead) => respond_busy(&job, ahead),
-        Fired::Wait(busy_at) => set_timer(seq, delay(now, busy_at)),
+        Fired::Wait(arrived, busy_at) => set_timer(seq, delay(now, arrived, busy_at)),
         Fired::Gone => {}
     }
 }
 
-/// How long to wait before a parked request's timer fires: [`POLL_MS`], or less if it would be
-/// too late to start it by then.
-fn delay(now: Instant, busy_at: Option<Instant>) -> u64 {
-    let until = busy_at.map_or(POLL_MS, |at| {
-        u64::try_from(at.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
-    });
-    until.min(POLL_MS)
+/// How long to wait before a parked request's timer fires: a quarter of the time since it
+/// `arrived`, between [`FIRST_POLL_MS`] and [`POLL_MS`], or less if it would be too late to start
+/// it by then.
+fn delay(now: Instant, arrived: Instant, busy_at: Option<Instant>) -> u64 {
+    let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    let poll = (millis(now.saturating_duration_since(arrived)) / 4).clamp(FIRST_POLL_MS, POLL_MS);
+    busy_at.map_or(poll, |at| {
+        millis(at.saturating_duration_since(now)).min(poll)
+    })
 }
 
 fn arm(job: &Job, now: Instant) {
-    set_timer(job.seq, delay(now, job.busy_at()));
+    set_timer(job.seq, delay(now, job.arrived, job.busy_at()));
 }
 
 /// Sets a parked request's timer; the request must be the prompting message.
@@ -422,7 +448,7 @@ fn respond_busy(job: &Job, ahead: usize) {
         return;
     };
     let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-    let doing = with(|state| state.running.first().map(|(_, doing)| doing.clone()));
+    let doing = with(|state| state.running.first().map(|running| running.doing.clone()));
     let error = LinkerError::Busy(Busy {
         waited_ms: millis(job.arrived.elapsed()),
         timeout_ms: job.timeout.map_or(0, millis),

@@ -19,9 +19,11 @@
 //! Simplified (say so when it matters):
 //! - Routing is synchronous: whoever sends runs the checks and the kernel/VFS handling on its own
 //!   thread under one lock, instead of one event-loop task. Per-sender order is kept.
-//! - There are no other nodes. A message to another node goes to a test mailbox registered at
-//!   that address, else (if it is a request expecting a response) the sender gets `Offline`, which
-//!   is what `net:distro:sys` reports for an unreachable peer.
+//! - Other nodes are those on the node's [`crate::Network`]. A message to another node goes to a
+//!   test mailbox registered at that address, else to that node's kernel if it is on the network
+//!   and online (queued for its inbound task, which routes it with its checks for networked
+//!   messages), else (if it is a request expecting a response) the sender gets `Offline`, which is
+//!   what `net:distro:sys` reports for an unreachable peer.
 //! - Caps are not signed; `state:distro:sys` is not a process: get/set/clear-state go straight to
 //!   an in-memory store that survives [`crate::Node::reboot`]. The process map is not persisted
 //!   to disk; `reboot` keeps it in memory and applies the runtime's boot rules to it.
@@ -46,6 +48,7 @@ use crate::bindings::kinode::process::standard::{
     SendErrorKind,
 };
 use crate::caps::{self, KERNEL, STATE, TIMER, VFS};
+use crate::network::Network;
 use crate::process::{format_address, ProcessMetadata, ProcessWasiV1};
 use crate::vfs::{Vfs, VfsCaller};
 use crate::Print;
@@ -280,6 +283,10 @@ pub(crate) struct Kernel {
     pub linker: Arc<Linker<ProcessWasiV1>>,
     pub vfs: Vfs,
     pub runtime: tokio::runtime::Handle,
+    /// The network this node is on.
+    pub network: Network,
+    /// Messages from other nodes, routed in order by a task on this node's runtime.
+    net_inbox: UnboundedSender<KernelMessage>,
     state: Mutex<KernelState>,
     changed: Condvar,
     next_id: AtomicU64,
@@ -294,8 +301,10 @@ impl Kernel {
         engine: Engine,
         linker: Arc<Linker<ProcessWasiV1>>,
         runtime: tokio::runtime::Handle,
+        network: Network,
     ) -> Arc<Self> {
         let vfs = Vfs::new(home.join("vfs"));
+        let (net_inbox, mut from_network) = unbounded_channel::<KernelMessage>();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
@@ -306,6 +315,8 @@ impl Kernel {
             linker,
             vfs,
             runtime,
+            network,
+            net_inbox,
             state: Mutex::new(KernelState::default()),
             changed: Condvar::new(),
             next_id: AtomicU64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
@@ -325,6 +336,15 @@ impl Kernel {
                 );
             }
         }
+        let weak = Arc::downgrade(&kernel);
+        kernel.runtime.spawn(async move {
+            while let Some(km) = from_network.recv().await {
+                let Some(kernel) = weak.upgrade() else {
+                    break;
+                };
+                kernel.route(km);
+            }
+        });
         kernel
     }
 
@@ -480,6 +500,8 @@ impl Kernel {
             Vfs,
             Timer,
             Inbox(Inbox),
+            /// Another node's kernel, through `net:distro:sys`.
+            Network,
         }
         let destination = {
             let mut st = self.lock();
@@ -504,12 +526,7 @@ impl Kernel {
                 }
                 match st.remote.get(&format_address(&km.target)) {
                     Some(inbox) => Destination::Inbox(inbox.clone()),
-                    None => {
-                        // net:distro:sys cannot reach the peer.
-                        let net = km.target.clone();
-                        Self::throw(&st, &km, SendErrorKind::Offline, &net);
-                        return;
-                    }
+                    None => Destination::Network,
                 }
             } else if km.source.node != our {
                 let Some(process) = st.process_map.get(&target) else {
@@ -614,6 +631,17 @@ impl Kernel {
                 // A task that has ended drops its receiver; the message is lost, as in the runtime.
                 inbox.send(Ok(km));
             }
+            Destination::Network => match self.network.peer(&km.target.node) {
+                // The peer's inbound task routes it, in order, with the peer's checks.
+                Some(peer) => {
+                    let _ = peer.net_inbox.send(km);
+                }
+                None => {
+                    // net:distro:sys cannot reach the peer.
+                    let net = km.target.clone();
+                    Self::throw(&self.lock(), &km, SendErrorKind::Offline, &net);
+                }
+            },
         }
     }
 
@@ -1088,6 +1116,19 @@ impl Kernel {
                 *status = ProcessStatus::Killed;
             }
         }
+        self.notify();
+        true
+    }
+
+    /// Removes a test mailbox (or other host-side process without a task) from the process map,
+    /// as an `OnExit::None` process leaves it when it ends. False if there was none.
+    pub fn remove_mailbox(&self, pid: &str) -> bool {
+        let mut st = self.lock();
+        if st.handles.contains_key(pid) || !matches!(st.senders.get(pid), Some(Inbox::Mailbox(_))) {
+            return false;
+        }
+        st.senders.remove(pid);
+        st.process_map.remove(pid);
         self.notify();
         true
     }

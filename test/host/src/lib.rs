@@ -17,7 +17,10 @@
 //! [`standard`] (the standard host), [`mailbox`], [`caps`], [`vfs`], [`runtime`] (engine, linker,
 //! [`Host`]), [`terminal`] (runs terminal scripts as `terminal:terminal:sys` does), [`app_store`]
 //! (installs packages as `main:app-store:sys` does, without the linker), [`http_server`] (the
-//! node's HTTP server on loopback and the homepage, as far as a process's page goes).
+//! node's HTTP server on loopback and the homepage, as far as a process's page goes), [`network`]
+//! (nodes that message each other, [`Node::on`]), [`chain`] (`chain:app-store:sys` over listings
+//! a test publishes on the network) and [`downloads`] (`downloads:app-store:sys` and its
+//! node-to-node transfers), the last two started on demand.
 //!
 //! Separately, [`wasi_command`] runs core wasm32-wasip1 command modules (e.g. the `kinode-link` CLI
 //! built for WASI).
@@ -34,9 +37,12 @@
 pub mod app_store;
 pub mod bindings;
 pub mod caps;
+pub mod chain;
+pub mod downloads;
 pub mod http_server;
 pub mod kernel;
 pub mod mailbox;
+pub mod network;
 pub mod node;
 pub mod process;
 pub mod runtime;
@@ -49,9 +55,12 @@ pub use app_store::AppStore;
 pub use bindings::kinode::process::standard::{
     Address, Capability, LazyLoadBlob, OnExit, ProcessId, Request, SendErrorKind,
 };
+pub use chain::Chain;
+pub use downloads::Downloads;
 pub use http_server::HttpServer;
 pub use kernel::{Fault, HostCall, ProcessStatus, VfsCall};
 pub use mailbox::{Incoming, IncomingKind, Mailbox, Reply};
+pub use network::Network;
 pub use node::{Node, ProcessInfo};
 pub use process::{format_address, parse_address, Print};
 pub use runtime::{Host, ProcessRun, RunError};

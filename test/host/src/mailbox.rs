@@ -185,6 +185,41 @@ impl Mailbox {
         }
     }
 
+    /// Registers a mailbox at `address` on `kernel`'s node (see [`crate::Node::mailbox`]).
+    pub(crate) fn register(
+        kernel: &Arc<Kernel>,
+        address: &str,
+        public: bool,
+    ) -> Result<Mailbox, String> {
+        let parsed = crate::process::parse_address(address)
+            .ok_or_else(|| format!("`{address}` is not node@process:package:publisher"))?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let inbox = crate::kernel::Inbox::Mailbox(sender);
+        let local = parsed.node == kernel.our;
+        let mut st = kernel.lock();
+        if local {
+            let pid = caps::format_process_id(&parsed.process);
+            if st.senders.contains_key(&pid) {
+                return Err(format!("process {pid} already exists on {}", kernel.our));
+            }
+            st.senders.insert(pid.clone(), inbox);
+            st.process_map.insert(
+                pid,
+                crate::kernel::PersistedProcess {
+                    wasm_bytes_handle: String::new(),
+                    wit_version: None,
+                    on_exit: crate::bindings::kinode::process::standard::OnExit::None,
+                    capabilities: Vec::new(),
+                    public,
+                },
+            );
+        } else {
+            st.remote.insert(address.to_owned(), inbox);
+        }
+        drop(st);
+        Ok(Mailbox::new(Arc::clone(kernel), parsed, local, receiver))
+    }
+
     /// `node@process:package:publisher`.
     pub fn address(&self) -> String {
         format_address(&self.address)

@@ -11,7 +11,9 @@
 //! keeping `OnExit::None` processes.
 //!
 //! Every node has its HTTP server and homepage ([`crate::http_server`], runtime modules on a
-//! real node) from the start, on loopback.
+//! real node) from the start, on loopback. A node is on a [`crate::Network`] ([`Node::on`]; a
+//! network of its own with [`Node::new`]); `chain:app-store:sys` and `downloads:app-store:sys`
+//! are started on demand ([`Node::start_chain`], [`Node::start_downloads`]).
 //!
 //! Simplified: the HTTP server keeps its bindings across a reboot (the runtime's starts empty,
 //! and each process binds again as it starts, as the linker does). Bootstrap caps are indexed for `RevokeAll` like caps granted through the kernel.
@@ -19,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -28,9 +31,11 @@ use tempfile::TempDir;
 
 use crate::bindings::kinode::process::standard::{Capability, OnExit};
 use crate::caps::{self, KERNEL};
+use crate::downloads::Downloads;
 use crate::http_server::HttpServer;
 use crate::kernel::{Fault, HostCall, Kernel, PersistedProcess, ProcessStatus, VfsCall};
 use crate::mailbox::Mailbox;
+use crate::network::Network;
 use crate::process::parse_address;
 use crate::runtime::{make_linker, shared_engine};
 use crate::Print;
@@ -53,9 +58,11 @@ pub struct ProcessInfo {
     pub status: Option<ProcessStatus>,
 }
 
-/// A node. Dropping it stops every process.
+/// A node. Dropping it stops every process and takes it off its network.
 pub struct Node {
     kernel: Arc<Kernel>,
+    /// Stop flags of the services started on this node (chain, downloads), set on drop.
+    services: Mutex<Vec<Arc<AtomicBool>>>,
     runtime: Option<tokio::runtime::Runtime>,
     _home: TempDir,
     /// Bundled packages: id, zip, wit version; bootstrapped again at every reboot.
@@ -78,6 +85,15 @@ impl std::fmt::Debug for Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        self.kernel.network.leave(&self.kernel.our, &self.kernel);
+        for stop in self
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            stop.store(true, Ordering::SeqCst);
+        }
         for (_, handle) in self.kernel.lock().handles.drain() {
             handle.abort();
         }
@@ -88,8 +104,15 @@ impl Drop for Node {
 }
 
 impl Node {
-    /// A node named `name` (e.g. `fake.os`) with a fresh temporary home and an empty VFS.
+    /// A node named `name` (e.g. `fake.os`) with a fresh temporary home and an empty VFS, on a
+    /// network of its own.
     pub fn new(name: &str) -> Result<Node> {
+        Node::on(name, &Network::new())
+    }
+
+    /// A node named `name` with a fresh temporary home and an empty VFS, joining `network`
+    /// (online). A name already on the network is an error.
+    pub fn on(name: &str, network: &Network) -> Result<Node> {
         let engine = shared_engine()?;
         let linker = Arc::new(make_linker(&engine)?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -105,9 +128,12 @@ impl Node {
             engine,
             linker,
             runtime.handle().clone(),
+            network.clone(),
         );
+        network.join(name, &kernel)?;
         let node = Node {
             kernel,
+            services: Mutex::new(Vec::new()),
             runtime: Some(runtime),
             _home: home,
             bundled: Mutex::new(Vec::new()),
@@ -116,6 +142,47 @@ impl Node {
         let http = HttpServer::start(&node)?;
         let _ = node.http.set(http);
         Ok(node)
+    }
+
+    /// The network this node is on.
+    pub fn network(&self) -> &Network {
+        &self.kernel.network
+    }
+
+    /// Takes this node off its network: messages to it are undeliverable (`Offline`), and its
+    /// own messages to other nodes too.
+    pub fn go_offline(&self) {
+        self.kernel.network.set_online(&self.kernel.our, false);
+    }
+
+    /// Brings this node back onto its network.
+    pub fn go_online(&self) {
+        self.kernel.network.set_online(&self.kernel.our, true);
+    }
+
+    /// Starts `chain:app-store:sys` on this node, serving the network's listings
+    /// ([`crate::chain`]). An error if the process id is taken (e.g. by a test mailbox).
+    pub fn start_chain(&self) -> Result<()> {
+        crate::chain::start(self)
+    }
+
+    /// Starts `downloads:app-store:sys` on this node ([`crate::downloads`]); returns its handle.
+    /// An error if the process id is taken.
+    pub fn start_downloads(&self) -> Result<Downloads> {
+        Downloads::start(self)
+    }
+
+    /// The kernel, for the services.
+    pub(crate) fn kernel(&self) -> &Arc<Kernel> {
+        &self.kernel
+    }
+
+    /// Registers a service's stop flag, set when the node is dropped.
+    pub(crate) fn add_service(&self, stop: Arc<AtomicBool>) {
+        self.services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(stop);
     }
 
     /// The node's HTTP server and homepage, on loopback.
@@ -319,40 +386,13 @@ impl Node {
 
     /// Registers a test-controlled process at `address` (`node@process:package:publisher`). On
     /// this node it enters the process map with no capabilities; at another node's address it
-    /// stands in for a remote process.
+    /// stands in for a remote process (and takes that address's messages before the network
+    /// does).
     ///
     /// # Panics
     /// If `address` is not an address or the process id is taken on this node.
     pub fn mailbox(&self, address: &str, public: bool) -> Mailbox {
-        let parsed = parse_address(address)
-            .unwrap_or_else(|| panic!("`{address}` is not node@process:package:publisher"));
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let inbox = crate::kernel::Inbox::Mailbox(sender);
-        let local = parsed.node == self.kernel.our;
-        let mut st = self.kernel.lock();
-        if local {
-            let pid = caps::format_process_id(&parsed.process);
-            assert!(
-                !st.senders.contains_key(&pid),
-                "process {pid} already exists on {}",
-                self.kernel.our
-            );
-            st.senders.insert(pid.clone(), inbox);
-            st.process_map.insert(
-                pid,
-                PersistedProcess {
-                    wasm_bytes_handle: String::new(),
-                    wit_version: None,
-                    on_exit: OnExit::None,
-                    capabilities: Vec::new(),
-                    public,
-                },
-            );
-        } else {
-            st.remote.insert(address.to_owned(), inbox);
-        }
-        drop(st);
-        Mailbox::new(Arc::clone(&self.kernel), parsed, local, receiver)
+        Mailbox::register(&self.kernel, address, public).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Adds capabilities to a process (as `GrantCapabilities` does).

@@ -180,6 +180,7 @@ impl Host {
             self.engine.clone(),
             Arc::clone(&self.linker),
             self.executor.handle().clone(),
+            crate::Network::new(),
         );
         let pid = caps::format_process_id(&address.process);
         let persisted = PersistedProcess {

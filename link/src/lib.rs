@@ -7,12 +7,14 @@
 //! what linking would do and why. The linking is the linker's; the script only asks.
 //!
 //! `link:linker:sys --auto <on | off | status>` turns auto-linking of what the app store installs
-//! on or off, or says whether it is on.
+//! on or off, or says whether it is on. `--fetch` and `--mirror` do the same for fetching the
+//! libraries the node lacks from the network, and for mirroring those fetched.
 #![cfg(target_arch = "wasm32")]
 
 use kinode_process_lib::{script, Address};
 use linker_script::api::{
-    export, ApiSource, Download, Guest, LinkRequest, PackageSource, Request, Response,
+    export, ApiSource, Download, Guest, LinkRequest, NetworkChange, PackageSource, Request,
+    Response,
 };
 use linker_script::show;
 
@@ -20,7 +22,7 @@ script!(init);
 
 const USAGE: &str = "usage: link:linker:sys <package-id | vfs-path> [--download <version-hash>] \
                      [--api <package-id | vfs-path>]... [--install] [--explain] | link:linker:sys \
-                     --auto <on | off | status>";
+                     <--auto | --fetch | --mirror> <on | off | status>";
 
 /// What to ask the linker.
 #[derive(Clone, Copy, PartialEq)]
@@ -37,6 +39,12 @@ fn init(our: Address, args: String) -> String {
 fn run(our: &Address, args: &str) -> Result<String, String> {
     if let Some(rest) = args.trim_start().strip_prefix("--auto") {
         return auto(our, rest).map_err(|problem| format!("{problem}; {USAGE}"));
+    }
+    for (flag, fetch) in [("--fetch", true), ("--mirror", false)] {
+        if let Some(rest) = args.trim_start().strip_prefix(flag) {
+            return network(our, flag, fetch, rest)
+                .map_err(|problem| format!("{problem}; {USAGE}"));
+        }
     }
     let (mode, request) = parse(args).map_err(|problem| format!("{problem}; {USAGE}"))?;
     let mut capabilities = Vec::new();
@@ -101,6 +109,45 @@ fn auto(our: &Address, args: &str) -> Result<String, String> {
         Response::AutoLink(Err(error)) => Err(show::linker_error(&error)),
         _ => Err(linker_script::UNEXPECTED.to_owned()),
     }
+}
+
+/// `--fetch` or `--mirror` `on | off | status`: switches fetching (`fetch`) or mirroring, which
+/// needs the linker's capability, or says whether it is on.
+fn network(our: &Address, flag: &str, fetch: bool, args: &str) -> Result<String, String> {
+    let words: Vec<&str> = args.split_whitespace().collect();
+    let on = match words.as_slice() {
+        ["on"] => Some(true),
+        ["off"] => Some(false),
+        ["status"] => None,
+        _ => return Err(format!("{flag} takes on, off or status")),
+    };
+    let capabilities = match on {
+        Some(_) => linker_script::linker_capability(our).into_iter().collect(),
+        None => Vec::new(),
+    };
+    let change = NetworkChange {
+        fetch: on.filter(|_| fetch),
+        mirror: on.filter(|_| !fetch),
+    };
+    let settings = match linker_script::ask(our, &Request::Network(change), capabilities)? {
+        Response::Network(Ok(settings)) => settings,
+        Response::Network(Err(error)) => return Err(show::linker_error(&error)),
+        _ => return Err(linker_script::UNEXPECTED.to_owned()),
+    };
+    Ok(match (fetch, settings.fetch, settings.mirror) {
+        (true, true, _) => "fetching is on: a library this node lacks is fetched through the app \
+                            store from its publisher and mirrors, as listed on chain"
+            .to_owned(),
+        (true, false, _) => "fetching is off: a package whose library this node lacks is left \
+                             unlinked until the library is installed"
+            .to_owned(),
+        (false, _, true) => "mirroring is on: this node mirrors each library package it fetched, \
+                             so other nodes can fetch it from here"
+            .to_owned(),
+        (false, _, false) => {
+            "mirroring is off: libraries fetched are kept for linking here only".to_owned()
+        }
+    })
 }
 
 /// The arguments as a request: the package, the `--api`s, and the mode.

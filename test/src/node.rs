@@ -1,11 +1,11 @@
 //! Support for tests of the linker process on the test node: a node with `linker:sys` booted, a
 //! local tester that may install, and helpers to send the API's JSON requests and read answers.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use linker_fixtures::{linker_package, Fixtures};
 use linker_test_host::caps;
-use linker_test_host::{AppStore, Mailbox, Node};
+use linker_test_host::{AppStore, Downloads, Mailbox, Network, Node, Terminal};
 use serde_json::{json, Value};
 
 /// The test node's name.
@@ -90,6 +90,20 @@ impl Session {
     /// baseline).
     pub fn with_linker(zip: &[u8]) -> Self {
         Session::boot(Node::new(NODE).expect("the test node starts"), zip)
+    }
+
+    /// [`Session::new`] on `network`, with the app store's `chain:app-store:sys` and
+    /// `downloads:app-store:sys` running (the linker may fetch what the node lacks), and a
+    /// terminal, started before the linker as on a real node.
+    pub fn on(network: &Network) -> (Self, Downloads, Terminal) {
+        let node = Node::on(NODE, network).expect("the test node starts");
+        node.start_chain().expect("chain:app-store:sys starts");
+        let downloads = node
+            .start_downloads()
+            .expect("downloads:app-store:sys starts");
+        let terminal = Terminal::new(&node);
+        let linker = linker_package().expect("the linker package builds");
+        (Session::boot(node, &linker.zip), downloads, terminal)
     }
 
     fn boot(node: Node, zip: &[u8]) -> Self {
@@ -238,6 +252,24 @@ pub fn app_store_install(store: &AppStore, name: &str) -> String {
         .install(&f.id(name), &hash, Some(1))
         .expect("the app store installs");
     hash
+}
+
+/// Waits until the linker has handled `version_hash` of `package` and returns what `Linked`
+/// says of it.
+pub fn handled(s: &Session, package: &str, version_hash: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = linked(s, package);
+        if answer["Ok"]["version_hash"] == version_hash {
+            return answer["Ok"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the linker did not handle {package} {version_hash}: {answer:#}; prints: {:#?}",
+            s.node.prints()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The linker's answer to `Linked` for `package` (`name:publisher`).

@@ -13,24 +13,6 @@ use serde_json::{json, Value};
 /// The linker's process id, as prints name it.
 const LINKER_PID: &str = "linker:linker:sys";
 
-/// Waits until the linker has handled `version_hash` of `package` and returns what `Linked`
-/// says of it.
-fn handled(s: &Session, package: &str, version_hash: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let answer = linked(s, package);
-        if answer["Ok"]["version_hash"] == version_hash {
-            return answer["Ok"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the linker did not handle {package} {version_hash}: {answer:#}; prints: {:#?}",
-            s.node.prints()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// The linker's prints that mention `text`.
 fn linker_lines(s: &Session, text: &str) -> Vec<String> {
     s.node

@@ -15,7 +15,7 @@ const UPLOADS: &str = "/tester:test.os/uploads";
 const WAIT: Duration = Duration::from_secs(120);
 const LINK_USAGE: &str = "usage: link:linker:sys <package-id | vfs-path> \
                           [--download <version-hash>] [--api <package-id | vfs-path>]... [--install] \
-                          [--explain] | link:linker:sys --auto <on | off | status>";
+                          [--explain] | link:linker:sys <--auto | --fetch | --mirror> <on | off | status>";
 
 /// The first 12 hex digits, as the scripts show hashes.
 fn short(hash: &str) -> &str {

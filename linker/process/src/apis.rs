@@ -27,7 +27,12 @@ pub fn list() -> Result<Vec<ApiInfo>, LinkerError> {
             continue;
         }
         if let Some(bytes) = store::mirrored(&name).map_err(LinkerError::Unreadable)? {
-            let mut api = describe(&name, "mirror", &bytes)?;
+            let location = if store::was_fetched(&name) {
+                "fetched"
+            } else {
+                "mirror"
+            };
+            let mut api = describe(&name, location, &bytes)?;
             if removed.contains(&name) && !api.dependents.is_empty() {
                 "removed".clone_into(&mut api.location);
             }

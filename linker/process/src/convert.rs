@@ -165,6 +165,7 @@ pub fn link_report(report: &core::LinkReport, cached: bool) -> api::LinkReport {
             })
             .collect(),
         cached,
+        fetched: Vec::new(),
     }
 }
 

@@ -1,12 +1,16 @@
 //! Gathering a request's inputs from the node: the package zip (blob, VFS path or installed
-//! package), its metadata, and the API zips. Reads only; nothing is written.
+//! package), its metadata, and the API zips. Reads only, but for libraries fetched from the
+//! network, which are kept in the mirror.
 //!
 //! One rule chooses the APIs, for requests and auto-linking alike: the APIs the request names;
 //! then, if the package's metadata declares dependencies, those (and only those, so an undeclared
 //! import is an error); otherwise, for every library import nothing else provides, each API on
 //! the node (installed first, then the mirror) that exports its interface, leaving versions,
 //! types and ambiguity to the core. Libraries that need other libraries get them from the node
-//! the same way. Each API carries its [`Source`], so reports say what was chosen and why.
+//! the same way. A declared library the node lacks, and, for an import nothing exports, a package
+//! listed on chain under the interface's name, is fetched from the network ([`crate::fetch`]),
+//! with what it declares in turn. Each API carries its [`Source`], so reports say what was chosen
+//! and why.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,6 +22,7 @@ use linker_core::{ResolveError, Source};
 
 use crate::api::{self, ApiSource, LinkRequest, LinkerError, PackageSource};
 use crate::auth;
+use crate::fetch::Unfetched;
 use crate::node;
 use crate::store;
 
@@ -59,7 +64,7 @@ impl Named {
     }
 
     /// The same input, chosen for `source`.
-    fn chosen(self, source: Source) -> Self {
+    pub fn chosen(self, source: Source) -> Self {
         Named { source, ..self }
     }
 
@@ -91,6 +96,13 @@ pub struct Inputs {
     /// For a package that declares no dependencies, gathered with [`Find::OnFailure`]: the key
     /// of what it looks for on the node, until [`Inputs::search`] has looked.
     unsearched: Option<String>,
+    /// The libraries fetched from the network for this link.
+    pub fetched: Vec<api::FetchedLibrary>,
+    /// The APIs of libraries fetched because a fetched library declares them: the pool offers
+    /// them first, as it offers the node's.
+    nested: Vec<Named>,
+    /// Whether missing libraries may be fetched: not for `explain`, which changes nothing.
+    may_fetch: bool,
 }
 
 impl Inputs {
@@ -243,6 +255,9 @@ pub fn gather(
         declared: false,
         pool: None,
         unsearched: None,
+        fetched: Vec::new(),
+        nested: Vec::new(),
+        may_fetch: find != Find::Now,
     };
     for source in &request.apis {
         inputs.apis.push(match source {
@@ -267,19 +282,11 @@ pub fn gather(
         if Some(&dependency) == inputs.package_id.as_ref() || inputs.has_api(&dependency) {
             continue;
         }
-        let bytes = node_api(&dependency)?.ok_or_else(|| {
-            LinkerError::MissingDependency(api::MissingDependency {
-                package: inputs.name().to_owned(),
-                hint: format!(
-                    "install {dependency} first (from the app store, or `link:linker:sys <its zip> \
-                     --install`), or pass its API zip"
-                ),
-                dependency: dependency.clone(),
-            })
-        })?;
-        inputs
-            .apis
-            .push(Named::new(dependency, bytes).chosen(Source::Declared));
+        let api = match node_api(&dependency)? {
+            Some(bytes) => Named::new(dependency, bytes).chosen(Source::Declared),
+            None => inputs.fetch(our, &dependency)?,
+        };
+        inputs.apis.push(api);
     }
     if !inputs.declared {
         let key = inputs.search_key();
@@ -316,6 +323,119 @@ fn interface(name: &str) -> &str {
 }
 
 impl Inputs {
+    /// Fetches a declared dependency no API on the node provides (when fetching is on), and
+    /// the libraries it declares in turn that the node lacks, each once.
+    fn fetch(&mut self, our: &Address, library: &str) -> Result<Named, LinkerError> {
+        let missing = |inputs: &Inputs, why: &str| {
+            LinkerError::MissingDependency(api::MissingDependency {
+                package: inputs.name().to_owned(),
+                hint: format!(
+                    "{why}: install {library} first (from the app store, or `link:linker:sys <its \
+                     zip> --install`), or pass its API zip"
+                ),
+                dependency: library.to_owned(),
+            })
+        };
+        if !self.may_fetch {
+            return Err(missing(
+                self,
+                "explain fetches nothing (a link or an install fetches it from the network)",
+            ));
+        }
+        if !store::network().fetch {
+            return Err(missing(
+                self,
+                "fetching libraries is off (`link:linker:sys --fetch on` turns it on)",
+            ));
+        }
+        let fetched = match crate::fetch::library(our, self.name(), library) {
+            Ok(fetched) => fetched,
+            Err(Unfetched::NotListed(why)) => return Err(missing(self, &why)),
+            Err(Unfetched::Failed(error)) => return Err(error),
+        };
+        self.fetched.push(fetched.report);
+        self.fetch_nested(our, library, fetched.dependencies)?;
+        Ok(fetched.api)
+    }
+
+    /// For interfaces that no API so far exports, fetches each package listed on chain that is
+    /// named like one (`mathlib:<publisher>` for `kinode:process/mathlib`, as APIs usually are)
+    /// and adds those that export one; whether any did.
+    fn fetch_exporters(&mut self, interfaces: &[String]) -> Result<bool, LinkerError> {
+        if !self.may_fetch || !store::network().fetch {
+            return Ok(false);
+        }
+        let mut provided: Vec<String> = Vec::new();
+        for api in &self.apis {
+            provided.extend(exported(&describe(api)?).map(str::to_owned));
+        }
+        let missing: Vec<&str> = interfaces
+            .iter()
+            .map(String::as_str)
+            .filter(|interface| !provided.iter().any(|p| p == interface))
+            .collect();
+        if missing.is_empty() {
+            return Ok(false);
+        }
+        let named = |id: &str| {
+            let name = id.split(':').next().unwrap_or_default();
+            missing
+                .iter()
+                .any(|interface| interface.rsplit('/').next() == Some(name))
+        };
+        let our = kinode_process_lib::our();
+        let mut added = false;
+        for id in crate::fetch::listed() {
+            if !named(&id) || self.has_api(&id) || Some(&id) == self.package_id.as_ref() {
+                continue;
+            }
+            let fetched = match crate::fetch::library(&our, self.name(), &id) {
+                Ok(fetched) => fetched,
+                Err(Unfetched::NotListed(_)) => continue,
+                Err(Unfetched::Failed(error)) => return Err(error),
+            };
+            self.fetched.push(fetched.report);
+            let exports = exported(&describe(&fetched.api)?).any(|e| missing.contains(&e));
+            if exports {
+                self.apis.push(fetched.api.chosen(Source::Found));
+                added = true;
+                self.fetch_nested(&our, &id, fetched.dependencies)?;
+            }
+        }
+        Ok(added)
+    }
+
+    /// Fetches the libraries `wanted` (declared by fetched library `library`) that the node
+    /// lacks, and what they declare in turn, each once; the pool offers them.
+    fn fetch_nested(
+        &mut self,
+        our: &Address,
+        library: &str,
+        mut wanted: Vec<String>,
+    ) -> Result<(), LinkerError> {
+        while let Some(nested) = wanted.pop() {
+            let known = nested == library
+                || Some(&nested) == self.package_id.as_ref()
+                || self.has_api(&nested)
+                || self.fetched.iter().any(|f| f.package == nested)
+                || node_api(&nested)?.is_some();
+            if known {
+                continue;
+            }
+            match crate::fetch::library(our, self.name(), &nested) {
+                Ok(more) => {
+                    self.fetched.push(more.report);
+                    self.nested.push(more.api.chosen(Source::Found));
+                    wanted.extend(more.dependencies);
+                }
+                // The library may not need it after all: linking says so if it does.
+                Err(Unfetched::NotListed(_)) => {}
+                Err(Unfetched::Failed(error)) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
     /// The package's id, or the name it was given under.
     pub fn name(&self) -> &str {
         self.package_id.as_deref().unwrap_or(&self.package.name)
@@ -352,7 +472,13 @@ impl Inputs {
             }
             self.pool = Some(pool);
         }
-        Ok(self.pool.get_or_insert_with(Vec::new))
+        let pool = self.pool.get_or_insert_with(Vec::new);
+        for api in std::mem::take(&mut self.nested) {
+            if let Ok(description) = describe(&api) {
+                pool.insert(0, (api, description));
+            }
+        }
+        Ok(pool)
     }
 
     /// What the package looks for on the node is kept under the hashes of the package and of the
@@ -385,7 +511,9 @@ impl Inputs {
             }
         }
         remember(&WANTED, key, || Ok(wanted.clone()))?;
-        if !self.take_exporters(&wanted)? {
+        let found = self.take_exporters(&wanted)?;
+        let fetched = self.fetch_exporters(&wanted)?;
+        if !found && !fetched {
             return Ok(false);
         }
         self.add_nested()?;

@@ -14,6 +14,7 @@ mod api;
 mod apis;
 mod auth;
 mod convert;
+mod fetch;
 mod inputs;
 mod install;
 mod mailbox;

@@ -274,6 +274,16 @@ pub fn await_response(request: Request, timeout: u64) -> Result<Message, String>
     }
 }
 
+/// Waits `millis` milliseconds on a `timer:distro:sys` timer, taking in whatever arrives
+/// meanwhile.
+pub fn sleep(millis: u64) {
+    let timer = Request::to(("our", "timer", "distro", "sys"))
+        .body(serde_json::json!({ "SetTimer": millis }).to_string());
+    if let Err(error) = await_response(timer, millis / 1000 + 5) {
+        println!("linker: its timer did not answer: {error}");
+    }
+}
+
 /// Takes in one message. At the top of the loop (`top`) with nothing waiting, a request or tick
 /// is returned to run at once; otherwise a request is parked, a tick queued, a parked request's
 /// timer handled, and anything else (a late answer) dropped.

@@ -66,6 +66,10 @@ impl Parsed {
                     | api::Request::Packages
                     | api::Request::AutoLink(None)
                     | api::Request::Explain(_)
+                    | api::Request::Network(api::NetworkChange {
+                        fetch: None,
+                        mirror: None
+                    })
             )
         ) || matches!(self, Parsed::Http(request) if crate::web::is_read(request))
     }
@@ -86,6 +90,7 @@ impl Parsed {
             }
             Parsed::Request(api::Request::Packages) => "listing the packages".to_owned(),
             Parsed::Request(api::Request::AutoLink(_)) => "switching auto-linking".to_owned(),
+            Parsed::Request(api::Request::Network(_)) => "switching fetching".to_owned(),
             Parsed::Upload(metadata) => format!("installing {}", metadata_id(metadata)),
             Parsed::Http(request) => format!(
                 "answering its page ({})",
@@ -173,10 +178,11 @@ fn answer_request(
     caller: &mut Caller<'_>,
     request: &api::Request,
 ) -> (api::Response, Option<Vec<u8>>) {
-    let install = matches!(
-        request,
-        api::Request::Install(_) | api::Request::AutoLink(Some(_))
-    );
+    let install = match request {
+        api::Request::Install(_) | api::Request::AutoLink(Some(_)) => true,
+        api::Request::Network(change) => change.fetch.is_some() || change.mirror.is_some(),
+        _ => false,
+    };
     if let Err(error) = crate::auth::check(our, caller.source, caller.capabilities, install) {
         return (refusal_of(request, error), None);
     }
@@ -201,7 +207,20 @@ fn answer_request(
         api::Request::AutoLink(switch) => {
             (api::Response::AutoLink(crate::watch::switch(*switch)), None)
         }
+        api::Request::Network(change) => (api::Response::Network(network(change)), None),
     }
+}
+
+/// Changes the network settings as asked; the settings now.
+fn network(change: &api::NetworkChange) -> Result<api::NetworkSettings, LinkerError> {
+    let mut settings = store::network();
+    let before = settings;
+    settings.fetch = change.fetch.unwrap_or(settings.fetch);
+    settings.mirror = change.mirror.unwrap_or(settings.mirror);
+    if settings != before {
+        store::save_network(&settings).map_err(LinkerError::Unreadable)?;
+    }
+    Ok(settings)
 }
 
 /// The response refusing a request with `error`, in the request's own variant.
@@ -223,6 +242,7 @@ fn refusal_of(request: &api::Request, error: LinkerError) -> api::Response {
         api::Request::Linked(_) => api::Response::Linked(Err(error)),
         api::Request::Packages => api::Response::Packages(Err(error)),
         api::Request::AutoLink(_) => api::Response::AutoLink(Err(error)),
+        api::Request::Network(_) => api::Response::Network(Err(error)),
     }
 }
 
@@ -290,6 +310,8 @@ pub fn link(
             println!("linker: cannot mirror {}: {}", api.name, failure.reason);
         }
     }
+    let mut linked = linked;
+    linked.report.fetched.clone_from(&inputs.fetched);
     Ok((inputs, linked))
 }
 
@@ -358,6 +380,7 @@ pub fn install_linked(
                 .map(|api| api.name.clone())
                 .collect(),
         ),
+        fetched: inputs.fetched.clone(),
     };
     // The re-links are recorded before the install begins, so that a linker that dies after it
     // still re-links them when it starts again.
@@ -552,7 +575,14 @@ pub fn package_info(package: &str) -> Result<api::PackageInfo, LinkerError> {
         (None, None) => return Err(LinkerError::NotLinked(package.to_owned())),
     };
     let status = match status {
-        Status::Linked => api::PackageStatus::Linked(link_json(&drive, package)?),
+        Status::Linked => {
+            let mut report = link_json(&drive, package)?;
+            report.fetched = record
+                .as_ref()
+                .map(|record| record.fetched.clone())
+                .unwrap_or_default();
+            api::PackageStatus::Linked(report)
+        }
         Status::NothingToLink => api::PackageStatus::NothingToLink,
         Status::Failed(error) => api::PackageStatus::Failed(error),
     };
@@ -563,7 +593,7 @@ pub fn package_info(package: &str) -> Result<api::PackageInfo, LinkerError> {
     {
         let installed = crate::node::is_file(&format!("/{api}/pkg/api.zip"))
             .map_err(LinkerError::Unreadable)?;
-        if !installed {
+        if !installed && !store::was_fetched(&api) {
             missing_apis.push(api);
         }
     }

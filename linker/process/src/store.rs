@@ -36,6 +36,10 @@ const RELINK: &str = "/linker:sys/relink";
 const INDEX: &str = "/linker:sys/packages/index.json";
 /// Auto-linking's state.
 const AUTO: &str = "/linker:sys/packages/auto.json";
+/// The network settings: whether to fetch missing libraries and mirror them.
+const NETWORK: &str = "/linker:sys/packages/network.json";
+/// The file in a mirrored API's directory saying it was fetched from the network.
+const FETCHED: &str = "fetched";
 /// The file the linker leaves in `/{pkg}/pkg` once it has handled that install of the package.
 pub const MARKER: &str = ".linker";
 
@@ -165,6 +169,21 @@ pub fn mirror(api: &Named) -> Result<(), StepFailure> {
     node::write(&format!("{dir}/current"), api.sha256.clone().into_bytes())
 }
 
+/// Marks the mirrored API of `name` as fetched from the network: it was never installed here,
+/// so its dependents do not miss it.
+pub fn mark_fetched(name: &str) -> Result<(), StepFailure> {
+    if !is_package_id(name) {
+        return Ok(());
+    }
+    node::write(&format!("{APIS}/{name}/{FETCHED}"), Vec::new())
+}
+
+/// Whether the API of `name` was fetched from the network (and so is not missing when no package
+/// on the node provides it).
+pub fn was_fetched(name: &str) -> bool {
+    is_package_id(name) && matches!(node::is_file(&format!("{APIS}/{name}/{FETCHED}")), Ok(true))
+}
+
 /// The mirrored API zip consumed last for `name`, if any.
 pub fn mirrored(name: &str) -> Result<Option<Vec<u8>>, StepFailure> {
     if !is_package_id(name) {
@@ -208,6 +227,9 @@ pub struct Record {
     /// written before the linker chose APIs itself, where all of `apis` count as named.
     #[serde(default)]
     pub given: Option<Vec<String>>,
+    /// The libraries fetched from the network for this link.
+    #[serde(default)]
+    pub fetched: Vec<crate::api::FetchedLibrary>,
 }
 
 /// What made the linker link a package (the API's `link-trigger`).
@@ -286,6 +308,21 @@ pub fn auto() -> Result<Auto, StepFailure> {
 /// Saves auto-linking's state.
 pub fn save_auto(auto: &Auto) -> Result<(), StepFailure> {
     write_json(AUTO, auto)
+}
+
+/// The network settings (both on when never saved).
+pub fn network() -> crate::api::NetworkSettings {
+    let saved: Option<(bool, bool)> = node::read_if_exists(NETWORK)
+        .ok()
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let (fetch, mirror) = saved.unwrap_or((true, true));
+    crate::api::NetworkSettings { fetch, mirror }
+}
+
+/// Saves the network settings.
+pub fn save_network(settings: &crate::api::NetworkSettings) -> Result<(), StepFailure> {
+    write_json(NETWORK, &(settings.fetch, settings.mirror))
 }
 
 /// Records where `package` stands after the linker handled it; a package with an API moves the

@@ -2,9 +2,10 @@
 //! (what is wrong, then what to do). Hashes are shown by their first 12 hex digits.
 
 use crate::api::{
-    Ability, ApiInfo, ComponentReport, CopiedFile, Dependent, Explanation, ImportReport,
-    InstallReport, LibraryReport, LinkReport, LinkTrigger, LinkerError, Origin, Outcome,
-    PackageInfo, PackageStatus, PreviousVersion, Provenance, RelinkOutcome, Role, UnresolvedImport,
+    Ability, ApiInfo, ComponentReport, CopiedFile, Dependent, Explanation, FetchProblem,
+    FetchedLibrary, ImportReport, InstallReport, LibraryReport, LinkReport, LinkTrigger,
+    LinkerError, NodeFailureReason, Origin, Outcome, PackageInfo, PackageStatus, PreviousVersion,
+    Provenance, RelinkOutcome, Role, UnresolvedImport,
 };
 
 /// How many hex digits of a hash are shown.
@@ -17,8 +18,32 @@ pub fn link_report(title: &str, report: &LinkReport) -> String {
         names(report.apis.iter().map(|api| api.name.as_str())),
         if report.cached { " (cached)" } else { "" }
     )];
+    lines.extend(fetched(&report.fetched));
     lines.extend(components(&report.components, &report.copied));
     lines.join("\n")
+}
+
+/// One line per library fetched from the network.
+pub fn fetched(libraries: &[FetchedLibrary]) -> Vec<String> {
+    libraries
+        .iter()
+        .map(|library| {
+            format!(
+                "fetched {} {} (version {}) from {}: {} bytes in {} ms{}",
+                library.package,
+                library.version,
+                short(&library.version_hash),
+                library.node,
+                library.bytes,
+                library.millis,
+                if library.mirrored {
+                    ", mirrored here"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect()
 }
 
 /// What linking would do, import by import.
@@ -165,6 +190,52 @@ pub fn package_info(info: &PackageInfo) -> String {
     lines.join("\n")
 }
 
+/// Why a listed library could not be fetched, in words.
+fn fetch_problem(problem: &FetchProblem) -> String {
+    match problem {
+        FetchProblem::NoVersionHash(version) => {
+            format!("its on-chain listing names no hash for its current version {version}")
+        }
+        FetchProblem::NoApi(version) => {
+            format!("version {version} of its package has no api.zip: it is not a library")
+        }
+        FetchProblem::Nodes(nodes) if nodes.tried.is_empty() => format!(
+            "its listing (version {}) names no node to fetch it from",
+            nodes.version
+        ),
+        FetchProblem::Nodes(nodes) => {
+            let tried: Vec<String> = nodes
+                .tried
+                .iter()
+                .map(|failure| {
+                    let reason = match &failure.reason {
+                        NodeFailureReason::Offline => "offline".to_owned(),
+                        NodeFailureReason::TimedOut(seconds) => {
+                            format!("no answer within {seconds} s")
+                        }
+                        NodeFailureReason::NotMirroring => "does not mirror it".to_owned(),
+                        NodeFailureReason::SentNothing(seconds) => {
+                            format!("mirrors it but sent nothing within {seconds} s")
+                        }
+                        NodeFailureReason::HashMismatch(actual) => format!(
+                            "sent bytes of another hash ({}), thrown away",
+                            short(actual)
+                        ),
+                        NodeFailureReason::Failed(reason) => trim(reason).to_owned(),
+                    };
+                    format!("{} {reason}", failure.node)
+                })
+                .collect();
+            format!(
+                "version {} ({}) was asked of {}",
+                nodes.version,
+                short(&nodes.version_hash),
+                tried.join("; ")
+            )
+        }
+    }
+}
+
 fn trigger(trigger: LinkTrigger) -> &'static str {
     match trigger {
         LinkTrigger::Request => "request",
@@ -232,6 +303,14 @@ pub fn linker_error(error: &LinkerError) -> String {
             "{} depends on {}, which is not on this node: install {} first, or add --api <the \
              VFS path of its API zip>",
             missing.package, missing.dependency, missing.dependency
+        ),
+        LinkerError::FetchFailed(failure) => format!(
+            "{} needs {}, which is not on this node and could not be fetched: {}; install it \
+             from the app store once a node that serves it is online, or add --api <the VFS path \
+             of its API zip>",
+            failure.package,
+            failure.library,
+            fetch_problem(&failure.problem)
         ),
         LinkerError::Archive(problem) => format!(
             "{} is not a usable archive ({}): {}",

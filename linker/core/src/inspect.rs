@@ -5,7 +5,10 @@ use std::cell::{Cell, OnceCell};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+#[cfg(not(all(target_family = "wasm", target_feature = "simd128")))]
 use sha2::{Digest, Sha256};
+#[cfg(all(target_family = "wasm", target_feature = "simd128"))]
+use sha2_simd::{Digest, Sha256};
 use thiserror::Error;
 use wac_graph::types::{ItemKind, Package, Types};
 use wasmparser::{

@@ -2,9 +2,9 @@
 //! directory), as kit would build it:
 //!
 //! 1. `cargo build -p linker-process -p <each script crate> --target wasm32-wasip1 --profile node
-//!    --locked` over the root workspace, in its own target directory `<root target>/node/cargo`
-//!    (the build script writes `linker/process/target/wit/` and `linker/script/target/wit/` as kit
-//!    does);
+//!    --locked` over the root workspace, in its own target directory `<root target>/node/cargo`,
+//!    with Wasm SIMD on ([`RUSTFLAGS`]; the build script writes `linker/process/target/wit/` and
+//!    `linker/script/target/wit/` as kit does);
 //! 2. componentize each core module with the 27.0.0 reactor adapter into `pkg/linker.wasm` and
 //!    the terminal scripts `pkg/link.wasm`, `pkg/apis.wasm`, `pkg/linked.wasm`;
 //! 3. zip `pkg/` (manifest.json, scripts.json and those components) kit-style into
@@ -22,6 +22,11 @@ use crate::{
 };
 
 /// The package's components: `pkg/` file, crate, and core module built by cargo.
+/// The code generation flags of the linker's package: Wasm SIMD, which wasmtime 27 (the runtime's)
+/// runs by default, and with which the linking core's SHA-256 is sha2's wasm32 SIMD backend, about
+/// 1.5x as fast as the best without it (BENCHMARKS.md "SHA-256 in Wasm").
+const RUSTFLAGS: &str = "-Ctarget-feature=+simd128";
+
 const COMPONENTS: [(&str, &str, &str); 4] = [
     ("linker.wasm", "linker-process", "linker_process.wasm"),
     ("link.wasm", "linker-link-script", "link.wasm"),
@@ -67,6 +72,7 @@ fn build() -> Result<LinkerPackage> {
     let mut command = cargo_command();
     command
         .current_dir(&root)
+        .env("CARGO_ENCODED_RUSTFLAGS", RUSTFLAGS)
         .args(["build", "--locked"])
         .args(COMPONENTS.iter().flat_map(|(_, krate, _)| ["-p", krate]))
         .args([

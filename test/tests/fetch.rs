@@ -83,6 +83,25 @@ fn nothing_installed(s: &Session, package: &str) {
     assert!(s.node.process(&format!("{process}:{package}")).is_none());
 }
 
+/// Installs the `app` fixture with its metadata's properties changed by `change`; the answer.
+fn install_app_with(s: &Session, change: impl FnOnce(&mut Value)) -> Value {
+    let mut metadata: Value =
+        serde_json::from_slice(&read(fixtures().metadata("app"))).expect("metadata JSON");
+    change(&mut metadata["properties"]);
+    let request = json!({"Install": {
+        "source": "Blob",
+        "metadata": metadata.to_string(),
+        "apis": [],
+    }});
+    let (body, _) = s.ask(
+        &s.tester,
+        request,
+        Some(read(fixtures().package("app"))),
+        vec![caps::messaging(LINKER)],
+    );
+    body["Install"].clone()
+}
+
 fn network_request(s: &Session, from: &Mailbox, change: Value, attach: bool) -> Value {
     let caps = if attach {
         vec![caps::messaging(LINKER)]
@@ -378,22 +397,11 @@ fn only_nodes_listed_on_chain_are_asked() {
         .expect("published");
     let (s, _, _) = Session::on(&network);
 
-    let mut metadata: Value =
-        serde_json::from_slice(&read(fixtures().metadata("app"))).expect("metadata JSON");
-    metadata["properties"]["dependencies"] = json!(["mathlib:evil.os"]);
-    metadata["properties"]["mirrors"] = json!(["evil.os"]);
-    let request = json!({"Install": {
-        "source": "Blob",
-        "metadata": metadata.to_string(),
-        "apis": [],
-    }});
-    let (body, _) = s.ask(
-        &s.tester,
-        request,
-        Some(read(fixtures().package("app"))),
-        vec![caps::messaging(LINKER)],
-    );
-    let missing = &err(&body["Install"])["MissingDependency"];
+    let installed = install_app_with(&s, |properties| {
+        properties["dependencies"] = json!(["mathlib:evil.os"]);
+        properties["mirrors"] = json!(["evil.os"]);
+    });
+    let missing = &err(&installed)["MissingDependency"];
     assert_eq!(missing["dependency"], "mathlib:evil.os");
     assert!(
         missing["hint"]
@@ -417,21 +425,10 @@ fn without_declared_dependencies_a_listed_package_named_like_the_import_is_fetch
     list(&network, "textlib", &[]);
     let (s, _, _) = Session::on(&network);
 
-    let mut metadata: Value =
-        serde_json::from_slice(&read(fixtures().metadata("app"))).expect("metadata JSON");
-    metadata["properties"]["dependencies"] = json!([]);
-    let request = json!({"Install": {
-        "source": "Blob",
-        "metadata": metadata.to_string(),
-        "apis": [],
-    }});
-    let (body, _) = s.ask(
-        &s.tester,
-        request,
-        Some(read(fixtures().package("app"))),
-        vec![caps::messaging(LINKER)],
-    );
-    let report = ok(&body["Install"]);
+    let installed = install_app_with(&s, |properties| {
+        properties["dependencies"] = json!([]);
+    });
+    let report = ok(&installed);
     assert_eq!(
         fetched(&report["link"]),
         [("mathlib:test.os".to_owned(), PUBLISHER.to_owned(), hash)]

@@ -32,6 +32,13 @@ fn networked(node: &Node, process: &str) -> Mailbox {
     mailbox
 }
 
+/// Asks `target` from `from`, waiting 5 s; the answer's JSON body.
+fn ask(from: &Mailbox, target: &str, body: impl Into<Vec<u8>>) -> Value {
+    from.request(target, body, None, vec![], 5)
+        .unwrap_or_else(|e| panic!("{target} answers: {e:?}"))
+        .json()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -218,10 +225,7 @@ fn chain_answers_the_published_listing() {
         "client:tester:test.os",
         vec![messaging("a.os@chain:app-store:sys")],
     );
-    let reply = client
-        .request("a.os@chain:app-store:sys", get_app, None, vec![], 5)
-        .unwrap()
-        .json();
+    let reply = ask(&client, "a.os@chain:app-store:sys", get_app);
     let app = &reply["GetApp"];
     let tba = app["tba"].as_str().unwrap();
     assert!(tba.starts_with("0x") && tba.len() == 42, "{tba}");
@@ -246,52 +250,27 @@ fn chain_answers_the_published_listing() {
     );
     assert_eq!(net.chain().onchain_app(PKG).unwrap(), reply["GetApp"]);
     let unknown = json!({"GetApp": {"package_name": "nope", "publisher_node": "b.os"}});
-    let reply = client
-        .request(
-            "a.os@chain:app-store:sys",
-            unknown.to_string(),
-            None,
-            vec![],
-            5,
-        )
-        .unwrap();
-    assert_eq!(reply.json(), json!({"GetApp": null}));
+    let reply = ask(&client, "a.os@chain:app-store:sys", unknown.to_string());
+    assert_eq!(reply, json!({"GetApp": null}));
 
     let start = json!({"StartAutoUpdate": pid()}).to_string();
-    let reply = client
-        .request("a.os@chain:app-store:sys", start, None, vec![], 5)
-        .unwrap();
-    assert_eq!(reply.json(), json!("AutoUpdateStarted"));
-    let reply = client
-        .request("a.os@chain:app-store:sys", "\"GetApps\"", None, vec![], 5)
-        .unwrap()
-        .json();
+    let reply = ask(&client, "a.os@chain:app-store:sys", start);
+    assert_eq!(reply, json!("AutoUpdateStarted"));
+    let reply = ask(&client, "a.os@chain:app-store:sys", "\"GetApps\"");
     assert_eq!(reply["GetApps"].as_array().unwrap().len(), 1);
     assert_eq!(reply["GetApps"][0]["auto_update"], json!(true));
     let stop = json!({"StopAutoUpdate": {"package_name": "nope", "publisher_node": "b.os"}});
-    let reply = client
-        .request(
-            "a.os@chain:app-store:sys",
-            stop.to_string(),
-            None,
-            vec![],
-            5,
-        )
-        .unwrap();
-    assert_eq!(reply.json(), json!({"Err": "NoPackage"}));
+    let reply = ask(&client, "a.os@chain:app-store:sys", stop.to_string());
+    assert_eq!(reply, json!({"Err": "NoPackage"}));
 
     // A listing removed or replaced is seen at once.
     assert!(net.chain().remove(PKG));
-    let reply = client
-        .request(
-            "a.os@chain:app-store:sys",
-            json!({"GetApp": pid()}).to_string(),
-            None,
-            vec![],
-            5,
-        )
-        .unwrap();
-    assert_eq!(reply.json(), json!({"GetApp": null}));
+    let reply = ask(
+        &client,
+        "a.os@chain:app-store:sys",
+        json!({"GetApp": pid()}).to_string(),
+    );
+    assert_eq!(reply, json!({"GetApp": null}));
 }
 
 #[test]
@@ -342,30 +321,22 @@ fn a_download_from_a_mirror_writes_the_zip_and_manifest_and_tells_main() {
     assert!(workers_gone(&b));
 
     // GetFiles lists what is there.
-    let reply = client
-        .request(
-            "a.os@downloads:app-store:sys",
-            json!({"GetFiles": pid()}).to_string(),
-            None,
-            vec![],
-            5,
-        )
-        .unwrap();
+    let reply = ask(
+        &client,
+        "a.os@downloads:app-store:sys",
+        json!({"GetFiles": pid()}).to_string(),
+    );
     assert_eq!(
-        reply.json(),
+        reply,
         json!({"GetFiles": [{"File": {"name": format!("{hash}.zip"), "size": total, "manifest": MANIFEST}}]})
     );
-    let reply = client
-        .request(
-            "a.os@downloads:app-store:sys",
-            "{\"GetFiles\":null}",
-            None,
-            vec![],
-            5,
-        )
-        .unwrap();
+    let reply = ask(
+        &client,
+        "a.os@downloads:app-store:sys",
+        "{\"GetFiles\":null}",
+    );
     assert_eq!(
-        reply.json(),
+        reply,
         json!({"GetFiles": [{"Dir": {"name": "myapp:b.os", "mirroring": false}}]})
     );
 }
@@ -396,16 +367,12 @@ fn a_mirror_that_does_not_mirror_or_lacks_the_zip_is_reported_to_main() {
 
     // Mirroring starts with StartMirroring from anywhere, even another node.
     let pa = networked(&a, "p:tester:test.os");
-    let reply = pa
-        .request(
-            "b.os@downloads:app-store:sys",
-            json!({"StartMirroring": pid()}).to_string(),
-            None,
-            vec![],
-            5,
-        )
-        .unwrap();
-    assert_eq!(reply.json(), json!("Success"));
+    let reply = ask(
+        &pa,
+        "b.os@downloads:app-store:sys",
+        json!({"StartMirroring": pid()}).to_string(),
+    );
+    assert_eq!(reply, json!("Success"));
     assert_eq!(b_downloads.mirroring(), [PKG]);
     local_download(&client, "b.os", &hash);
     let (done, _) = next_completion(&main);
@@ -424,16 +391,12 @@ fn a_mirrored_package_without_the_zip_is_file_not_found() {
         "admin:tester:test.os",
         vec![messaging("b.os@downloads:app-store:sys")],
     );
-    let reply = admin
-        .request(
-            "b.os@downloads:app-store:sys",
-            json!({"StartMirroring": pid()}).to_string(),
-            None,
-            vec![],
-            5,
-        )
-        .unwrap();
-    assert_eq!(reply.json(), json!("Success"));
+    let reply = ask(
+        &admin,
+        "b.os@downloads:app-store:sys",
+        json!({"StartMirroring": pid()}).to_string(),
+    );
+    assert_eq!(reply, json!("Success"));
     let (_downloads, main, client) = downloader(&a);
     let hash = "1".repeat(64);
     local_download(&client, "b.os", &hash);
@@ -503,39 +466,15 @@ fn mirror_check_answers_remote_callers_and_mirroring_survives_a_reboot() {
     let check = json!({"MirrorCheck": pid()}).to_string();
     // A mailbox standing in for a process on another node.
     let stand_in = b.mailbox("c.os@x:tester:test.os", false);
-    let reply = stand_in
-        .request(
-            "b.os@downloads:app-store:sys",
-            check.clone(),
-            None,
-            vec![],
-            5,
-        )
-        .unwrap();
-    assert_eq!(reply.json(), json!("Success"));
+    let reply = ask(&stand_in, "b.os@downloads:app-store:sys", check.clone());
+    assert_eq!(reply, json!("Success"));
     // A process on node A, over the network.
     let pa = networked(&a, "p:tester:test.os");
-    let reply = pa
-        .request(
-            "b.os@downloads:app-store:sys",
-            check.clone(),
-            None,
-            vec![],
-            5,
-        )
-        .unwrap();
-    assert_eq!(reply.json(), json!("Success"));
+    let reply = ask(&pa, "b.os@downloads:app-store:sys", check.clone());
+    assert_eq!(reply, json!("Success"));
     let unknown = json!({"MirrorCheck": {"package_name": "x", "publisher_node": "b.os"}});
-    let reply = pa
-        .request(
-            "b.os@downloads:app-store:sys",
-            unknown.to_string(),
-            None,
-            vec![],
-            5,
-        )
-        .unwrap();
-    assert_eq!(reply.json(), json!({"Err": "NotMirroring"}));
+    let reply = ask(&pa, "b.os@downloads:app-store:sys", unknown.to_string());
+    assert_eq!(reply, json!({"Err": "NotMirroring"}));
     // Remote callers cannot list files: no answer.
     assert_eq!(
         pa.request(
@@ -553,8 +492,6 @@ fn mirror_check_answers_remote_callers_and_mirroring_survives_a_reboot() {
         serde_json::from_slice::<Value>(&b.state("downloads:app-store:sys").unwrap()).unwrap(),
         json!({"mirroring": [pid()]})
     );
-    let reply = pa
-        .request("b.os@downloads:app-store:sys", check, None, vec![], 5)
-        .unwrap();
-    assert_eq!(reply.json(), json!("Success"));
+    let reply = ask(&pa, "b.os@downloads:app-store:sys", check);
+    assert_eq!(reply, json!("Success"));
 }

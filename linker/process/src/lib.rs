@@ -51,10 +51,12 @@ fn init(our: Address) {
             Work::Tick => {
                 watch::tick(&our, &mut watcher);
                 watch::arm();
+                // The widget is refreshed on the tick, not after every job, so that a request
+                // arriving just after another finished does not wait for the widget's reads.
+                web::refresh_widget(&our);
                 None
             }
         };
         mailbox::finish(job, answer);
-        web::refresh_widget(&our);
     }
 }

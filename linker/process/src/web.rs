@@ -127,8 +127,8 @@ fn bind(path: &str, blob: Option<LazyLoadBlob>) -> Result<(), api::StepFailure> 
     }
 }
 
-/// Sends the widget again if the page is served and the linker's records changed since it was
-/// last sent.
+/// Sends the widget again (on each tick) if the page is served and the linker's records changed
+/// since it was last sent.
 pub fn refresh_widget(our: &Address) {
     if !SERVING.with(std::cell::Cell::get) {
         return;

@@ -71,13 +71,7 @@ pub enum Unfetched {
 
 /// Fetches `library` (`name:publisher`) for `package`: its API, kept in the mirror.
 pub fn library(our: &Address, package: &str, library: &str) -> Result<Fetched, Unfetched> {
-    let failure = |problem| {
-        Unfetched::Failed(api::LinkerError::FetchFailed(api::FetchFailure {
-            package: package.to_owned(),
-            library: library.to_owned(),
-            problem,
-        }))
-    };
+    let failure = |problem| failed(package, library, problem);
     let started = Instant::now();
     let id = inputs::package_id(library)
         .ok_or_else(|| Unfetched::NotListed(format!("{library} is not a package id")))?;
@@ -141,6 +135,15 @@ pub fn listed() -> Vec<String> {
         .collect()
 }
 
+/// `library` listed, but not fetched for `package`, because of `problem`.
+fn failed(package: &str, library: &str, problem: FetchProblem) -> Unfetched {
+    Unfetched::Failed(api::LinkerError::FetchFailed(api::FetchFailure {
+        package: package.to_owned(),
+        library: library.to_owned(),
+        problem,
+    }))
+}
+
 /// The library's listing: `GetApp` to `chain:app-store:sys`.
 fn listing(our: &Address, package: &str, id: &api::PackageId) -> Result<Listing, Unfetched> {
     let library = inputs::id_string(id);
@@ -158,13 +161,6 @@ fn listing(our: &Address, package: &str, id: &api::PackageId) -> Result<Listing,
             "chain:app-store:sys lists no {library}"
         )));
     };
-    let no_hash = || {
-        Unfetched::Failed(api::LinkerError::FetchFailed(api::FetchFailure {
-            package: package.to_owned(),
-            library: library.clone(),
-            problem: FetchProblem::NoVersionHash(version.to_owned()),
-        }))
-    };
     // On chain, code_hashes is a list of [version, hash].
     let version_hash = properties["code_hashes"]
         .as_array()
@@ -173,7 +169,13 @@ fn listing(our: &Address, package: &str, id: &api::PackageId) -> Result<Listing,
         .find(|pair| pair[0].as_str() == Some(version))
         .and_then(|pair| pair[1].as_str())
         .filter(|hash| hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(no_hash)?;
+        .ok_or_else(|| {
+            failed(
+                package,
+                &library,
+                FetchProblem::NoVersionHash(version.to_owned()),
+            )
+        })?;
     let strings = |value: &Value| -> Vec<String> {
         value
             .as_array()
@@ -315,7 +317,7 @@ fn from_node(
 }
 
 fn exists(path: &str) -> bool {
-    matches!(node::metadata(path), Ok(Some(_)))
+    matches!(node::is_file(path), Ok(true))
 }
 
 /// Has the app store remove one version's files (`RemoveFile`).

@@ -312,17 +312,19 @@ pub fn save_auto(auto: &Auto) -> Result<(), StepFailure> {
 
 /// The network settings (both on when never saved).
 pub fn network() -> crate::api::NetworkSettings {
-    let saved: Option<(bool, bool)> = node::read_if_exists(NETWORK)
+    node::read_if_exists(NETWORK)
         .ok()
         .flatten()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let (fetch, mirror) = saved.unwrap_or((true, true));
-    crate::api::NetworkSettings { fetch, mirror }
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(crate::api::NetworkSettings {
+            fetch: true,
+            mirror: true,
+        })
 }
 
 /// Saves the network settings.
 pub fn save_network(settings: &crate::api::NetworkSettings) -> Result<(), StepFailure> {
-    write_json(NETWORK, &(settings.fetch, settings.mirror))
+    write_json(NETWORK, settings)
 }
 
 /// Records where `package` stands after the linker handled it; a package with an API moves the

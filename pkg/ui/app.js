@@ -29,10 +29,35 @@ async function api(path, body) {
   return json;
 }
 
+// Why a listed library could not be fetched, and what to do (as the widget says it).
+function fetchHint(problem) {
+  const reason = (r) => {
+    if (r === "Offline") return "offline";
+    if (r === "NotMirroring") return "not mirroring it";
+    if (r.TimedOut !== undefined) return `no answer within ${r.TimedOut} s`;
+    if (r.SentNothing !== undefined) return `sent nothing within ${r.SentNothing} s`;
+    if (r.HashMismatch !== undefined) return "sent bytes of another hash";
+    return r.Failed;
+  };
+  let why;
+  if (problem.NoVersionHash !== undefined) why = `its listing on chain names no hash for its current version ${problem.NoVersionHash}`;
+  else if (problem.NoApi !== undefined) why = `version ${problem.NoApi} of its package has no api.zip`;
+  else {
+    const tried = problem.Nodes.tried.map((t) => `${t.node} ${reason(t.reason)}`);
+    why = `version ${problem.Nodes.version} could not be fetched (tried ${tried.length ? tried.join("; ") : "no node"})`;
+  }
+  return `${why}: install it from the app store once a node that serves it is online`;
+}
+
 // What a failed link lacks: [library, hint] pairs.
 function problems(error) {
-  if (error.Unresolved) return error.Unresolved.map((u) => [u.name, u.hint]);
+  if (error.Unresolved) {
+    // Components importing the same library report it each: it is named once.
+    const pairs = error.Unresolved.map((u) => [u.name, u.hint]);
+    return pairs.filter(([name, hint], i) => pairs.findIndex(([n, h]) => n === name && h === hint) === i);
+  }
   if (error.MissingDependency) return [[error.MissingDependency.dependency, error.MissingDependency.hint]];
+  if (error.FetchFailed) return [[error.FetchFailed.library, fetchHint(error.FetchFailed.problem)]];
   return [["", JSON.stringify(error)]];
 }
 

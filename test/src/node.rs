@@ -226,6 +226,41 @@ impl Session {
     }
 }
 
+/// The publisher of every fixture.
+pub const PUBLISHER: &str = "test.os";
+/// A node that mirrors libraries.
+pub const MIRROR: &str = "mirror.os";
+
+/// A node on `network` with the app store's downloads, holding `libraries` (fixture names) as
+/// published, mirrored.
+pub fn serving(network: &Network, name: &str, libraries: &[&str]) -> (Node, Downloads) {
+    let node = Node::on(name, network).expect("the node starts");
+    let downloads = node.start_downloads().expect("downloads starts");
+    for library in libraries {
+        let f = fixtures();
+        downloads
+            .publish(&f.id(library), &read(f.package(library)), true)
+            .expect("published");
+    }
+    (node, downloads)
+}
+
+/// Lists fixture `name` on chain as its current version, with `mirrors`; its version hash.
+pub fn list_on_chain(network: &Network, name: &str, mirrors: &[&str]) -> String {
+    let f = fixtures();
+    let hash = sha256(&read(f.package(name)));
+    let mut metadata: Value =
+        serde_json::from_slice(&read(f.metadata(name))).expect("metadata JSON");
+    let version = metadata["properties"]["current_version"].clone();
+    metadata["properties"]["code_hashes"] = json!({ version.as_str().unwrap_or("0.1.0"): hash });
+    metadata["properties"]["mirrors"] = json!(mirrors);
+    network
+        .chain()
+        .publish(&f.id(name), metadata)
+        .expect("listed on chain");
+    hash
+}
+
 /// `process:package:publisher` of an address.
 pub fn process(address: &str) -> String {
     address

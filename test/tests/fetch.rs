@@ -7,44 +7,9 @@
 use std::time::Duration;
 
 use linker_fixtures::expect;
-use linker_test_host::{caps, AppStore, Downloads, Mailbox, Network, Node, Terminal};
+use linker_test_host::{caps, AppStore, Mailbox, Network, Node, Terminal};
 use linker_tests::node::*;
 use serde_json::{json, Value};
-
-/// The publisher of every fixture.
-const PUBLISHER: &str = "test.os";
-/// A node that mirrors libraries.
-const MIRROR: &str = "mirror.os";
-
-/// A node on `network` with the app store's downloads, holding `libraries` (fixture names) as
-/// published, mirrored.
-fn serving(network: &Network, name: &str, libraries: &[&str]) -> (Node, Downloads) {
-    let node = Node::on(name, network).expect("the node starts");
-    let downloads = node.start_downloads().expect("downloads starts");
-    for library in libraries {
-        let f = fixtures();
-        downloads
-            .publish(&f.id(library), &read(f.package(library)), true)
-            .expect("published");
-    }
-    (node, downloads)
-}
-
-/// Lists fixture `name` on chain as its current version, with `mirrors`; its version hash.
-fn list(network: &Network, name: &str, mirrors: &[&str]) -> String {
-    let f = fixtures();
-    let hash = sha256(&read(f.package(name)));
-    let mut metadata: Value =
-        serde_json::from_slice(&read(f.metadata(name))).expect("metadata JSON");
-    let version = metadata["properties"]["current_version"].clone();
-    metadata["properties"]["code_hashes"] = json!({ version.as_str().unwrap_or("0.1.0"): hash });
-    metadata["properties"]["mirrors"] = json!(mirrors);
-    network
-        .chain()
-        .publish(&f.id(name), metadata)
-        .expect("listed on chain");
-    hash
-}
 
 /// The `fetched` entries of a link report.
 fn fetched(report: &Value) -> Vec<(String, String, String)> {
@@ -115,7 +80,7 @@ fn network_request(s: &Session, from: &Mailbox, change: Value, attach: bool) -> 
 fn a_missing_library_is_fetched_from_its_publisher_linked_mirrored_and_served_onward() {
     let network = Network::new();
     let (_publisher, _) = serving(&network, PUBLISHER, &["mathlib"]);
-    let hash = list(&network, "mathlib", &[]);
+    let hash = list_on_chain(&network, "mathlib", &[]);
     let (s, downloads, _) = Session::on(&network);
 
     let report = s.install("app", &[]);
@@ -197,8 +162,8 @@ fn a_missing_library_is_fetched_from_its_publisher_linked_mirrored_and_served_on
 fn a_nested_library_chain_is_fetched_each_once() {
     let network = Network::new();
     let (_publisher, _) = serving(&network, PUBLISHER, &["mathlib", "textlib"]);
-    let mathlib = list(&network, "mathlib", &[]);
-    let textlib = list(&network, "textlib", &[]);
+    let mathlib = list_on_chain(&network, "mathlib", &[]);
+    let textlib = list_on_chain(&network, "textlib", &[]);
     let (s, downloads, _) = Session::on(&network);
 
     let report = s.install("chain", &[]);
@@ -230,7 +195,7 @@ fn the_publisher_offline_a_mirror_serves_and_every_node_offline_is_named() {
     let network = Network::new();
     let (publisher, _) = serving(&network, PUBLISHER, &["mathlib"]);
     let (mirror, _) = serving(&network, MIRROR, &["mathlib"]);
-    let hash = list(
+    let hash = list_on_chain(
         &network,
         "mathlib",
         &[MIRROR, "https://example.com/mathlib.zip"],
@@ -272,7 +237,7 @@ fn bytes_of_another_hash_are_never_used_and_a_node_not_mirroring_is_named() {
     let network = Network::new();
     let (publisher, _) = serving(&network, PUBLISHER, &["mathlib"]);
     let (_mirror, _) = serving(&network, MIRROR, &[]);
-    let hash = list(&network, "mathlib", &[MIRROR]);
+    let hash = list_on_chain(&network, "mathlib", &[MIRROR]);
     // The publisher serves other bytes under the listed hash.
     let other = read(fixtures().package("mathlib.v2"));
     publisher
@@ -311,14 +276,14 @@ fn a_library_updated_on_chain_while_it_downloads_is_not_mixed() {
     let network = Network::new();
     let (_publisher, publisher_downloads) =
         serving(&network, PUBLISHER, &["mathlib", "mathlib.v2"]);
-    let first = list(&network, "mathlib", &[]);
+    let first = list_on_chain(&network, "mathlib", &[]);
     let (s, _, _) = Session::on(&network);
     publisher_downloads.set_chunk_delay(Duration::from_millis(1500));
 
     let network_ = network.clone();
     let update = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(500));
-        list(&network_, "mathlib.v2", &[])
+        list_on_chain(&network_, "mathlib.v2", &[])
     });
     let report = s.install("app", &[]);
     let second = update.join().expect("the listing is updated");
@@ -339,7 +304,7 @@ fn a_library_updated_on_chain_while_it_downloads_is_not_mixed() {
 fn fetching_and_mirroring_switch_off_remembered_and_only_for_the_owner() {
     let network = Network::new();
     let (_publisher, _) = serving(&network, PUBLISHER, &["mathlib"]);
-    list(&network, "mathlib", &[]);
+    list_on_chain(&network, "mathlib", &[]);
     let (s, downloads, _) = Session::on(&network);
 
     // Asking needs nothing; switching needs the linker's capability, and a remote node may not.
@@ -420,9 +385,9 @@ fn only_nodes_listed_on_chain_are_asked() {
 fn without_declared_dependencies_a_listed_package_named_like_the_import_is_fetched() {
     let network = Network::new();
     let (_publisher, _) = serving(&network, PUBLISHER, &["mathlib", "textlib"]);
-    let hash = list(&network, "mathlib", &[]);
+    let hash = list_on_chain(&network, "mathlib", &[]);
     // Listed, but named after no import of app's: not fetched.
-    list(&network, "textlib", &[]);
+    list_on_chain(&network, "textlib", &[]);
     let (s, _, _) = Session::on(&network);
 
     let installed = install_app_with(&s, |properties| {
@@ -453,7 +418,7 @@ fn run(s: &Session, terminal: &Terminal, script: &str, args: &str) -> String {
 fn what_the_app_store_installs_is_auto_linked_with_its_library_fetched() {
     let network = Network::new();
     let (_publisher, _) = serving(&network, PUBLISHER, &["mathlib"]);
-    let mathlib = list(&network, "mathlib", &[]);
+    let mathlib = list_on_chain(&network, "mathlib", &[]);
     let (s, downloads, _) = Session::on(&network);
     let store = AppStore::new(&s.node);
 
@@ -477,9 +442,9 @@ fn what_the_app_store_installs_is_auto_linked_with_its_library_fetched() {
 fn the_link_script_installs_a_download_fetching_its_library_and_linked_shows_it() {
     let network = Network::new();
     let (_publisher, _) = serving(&network, PUBLISHER, &["mathlib"]);
-    let mathlib = list(&network, "mathlib", &[]);
+    let mathlib = list_on_chain(&network, "mathlib", &[]);
     // The app is listed too: the script's download takes its dependencies from the chain.
-    list(&network, "app", &[]);
+    list_on_chain(&network, "app", &[]);
     let (s, _, terminal) = Session::on(&network);
     let zip = read(fixtures().package("app"));
     let app = sha256(&zip);

@@ -445,3 +445,60 @@ fn explain_changes_nothing_re_link_asks_first_and_a_removed_library_is_marked() 
     screenshot(&browser, "page-removed");
     assert_eq!(s.printed("app:app:test.os", &expect::app()), 2);
 }
+
+#[test]
+fn a_library_no_node_serves_is_named_on_the_widget_and_page_with_every_node_tried() {
+    let network = linker_test_host::Network::new();
+    let (publisher, _) = serving(&network, PUBLISHER, &["mathlib"]);
+    list_on_chain(&network, "mathlib", &[]);
+    publisher.go_offline();
+    let (s, _, _) = Session::on(&network);
+    let server = s.node.http();
+    let store = AppStore::new(&s.node);
+    app_store_install(&store, "app");
+    let browser = logged_in(server);
+
+    // The widget names the library once, the node tried and why, and what to do.
+    let widget_script = "const frame = document.querySelector('.widget[data-process=\"linker:linker:sys\"] iframe'); \
+         return frame && frame.contentDocument ? frame.contentDocument.body.textContent : null;";
+    let deadline = Instant::now() + SHOWN;
+    let widget_text = loop {
+        browser.open(&format!("{}/", server.url())).expect("opens");
+        let text = browser
+            .wait_for(widget_script, SHOWN)
+            .expect("the widget shows");
+        if text.as_str().is_some_and(|t| t.contains("app:test.os")) {
+            break text.as_str().unwrap_or_default().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the widget never named app: {text}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let expected = "app:test.os lacks mathlib:test.os: version 0.1.0 could not be fetched (tried \
+                    test.os offline): install it from the app store once a node that serves it \
+                    is online";
+    assert!(widget_text.contains(expected), "{widget_text}");
+    assert_eq!(
+        widget_text.matches("app:test.os lacks").count(),
+        1,
+        "{widget_text}"
+    );
+    screenshot(&browser, "widget-fetch-failed");
+
+    // The page's row says the same.
+    browser
+        .open(&format!("{}{PAGE}", server.url()))
+        .expect("opens");
+    let row = browser
+        .wait_for(&row_text("app:test.os"), SHOWN)
+        .expect("the row shows");
+    let row = row.as_str().unwrap_or_default();
+    assert!(row.contains("mathlib:test.os"), "{row}");
+    assert!(
+        row.contains("version 0.1.0 could not be fetched (tried test.os offline)"),
+        "{row}"
+    );
+    screenshot(&browser, "page-fetch-failed");
+}

@@ -198,7 +198,7 @@ fn widget(packages: &[api::PackageInfo]) -> String {
 /// The libraries a failed link lacks, each with its hint; a failure that is not about a library
 /// is one line with its kind.
 fn missing(error: &LinkerError) -> Vec<(String, String)> {
-    match error {
+    let mut missing: Vec<(String, String)> = match error {
         LinkerError::Unresolved(imports) => imports
             .iter()
             .map(|import| (import.name.clone(), import.hint.clone()))
@@ -206,11 +206,67 @@ fn missing(error: &LinkerError) -> Vec<(String, String)> {
         LinkerError::MissingDependency(missing) => {
             vec![(missing.dependency.clone(), missing.hint.clone())]
         }
+        LinkerError::FetchFailed(failure) => {
+            vec![(failure.library.clone(), fetch_hint(&failure.problem))]
+        }
         other => vec![(
             "(no library)".to_owned(),
             serde_json::to_string(other).unwrap_or_default(),
         )],
-    }
+    };
+    // Components importing the same library report it each: the widget names it once.
+    let mut seen = Vec::new();
+    missing.retain(|pair| {
+        let new = !seen.contains(pair);
+        seen.push(pair.clone());
+        new
+    });
+    missing
+}
+
+/// Why a listed library could not be fetched, and what to do, in words.
+fn fetch_hint(problem: &api::FetchProblem) -> String {
+    let why = match problem {
+        api::FetchProblem::NoVersionHash(version) => {
+            format!("its listing on chain names no hash for its current version {version}")
+        }
+        api::FetchProblem::NoApi(version) => {
+            format!("version {version} of its package has no api.zip")
+        }
+        api::FetchProblem::Nodes(nodes) => {
+            let tried: Vec<String> = nodes
+                .tried
+                .iter()
+                .map(|failure| {
+                    let reason = match &failure.reason {
+                        api::NodeFailureReason::Offline => "offline".to_owned(),
+                        api::NodeFailureReason::TimedOut(seconds) => {
+                            format!("no answer within {seconds} s")
+                        }
+                        api::NodeFailureReason::NotMirroring => "not mirroring it".to_owned(),
+                        api::NodeFailureReason::SentNothing(seconds) => {
+                            format!("sent nothing within {seconds} s")
+                        }
+                        api::NodeFailureReason::HashMismatch(_) => {
+                            "sent bytes of another hash".to_owned()
+                        }
+                        api::NodeFailureReason::Failed(reason) => reason.clone(),
+                    };
+                    format!("{} {reason}", failure.node)
+                })
+                .collect();
+            format!(
+                "version {} could not be fetched (tried {})",
+                nodes.version,
+                if tried.is_empty() {
+                    "no node".to_owned()
+                } else {
+                    tried.join("; ")
+                }
+            )
+        }
+    };
+    format!("{why}: install it from the app store once a node that serves it is online")
 }
 
 fn escape(text: &str) -> String {

@@ -66,6 +66,32 @@ fn row_text(package: &str) -> String {
     )
 }
 
+/// A script giving the linker's homepage widget's text, or null while it is not shown.
+const WIDGET_TEXT: &str =
+    "const frame = document.querySelector('.widget[data-process=\"linker:linker:sys\"] iframe'); \
+    return frame && frame.contentDocument ? frame.contentDocument.body.textContent : null;";
+
+/// The homepage widget's text, once it names `package`. The homepage shows the widget in an
+/// iframe as it was when the homepage was opened, so the homepage is opened again until the
+/// linker has sent a widget naming it.
+fn widget_naming(browser: &Browser, server: &HttpServer, package: &str) -> String {
+    let deadline = Instant::now() + SHOWN;
+    loop {
+        browser.open(&format!("{}/", server.url())).expect("opens");
+        let text = browser
+            .wait_for(WIDGET_TEXT, SHOWN)
+            .expect("the widget shows");
+        if let Some(text) = text.as_str().filter(|t| t.contains(package)) {
+            return text.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the widget never named {package}: {text}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 #[test]
 fn a_failed_auto_link_shows_on_the_page_with_its_hint_until_the_library_is_installed() {
     let s = Session::new();
@@ -75,28 +101,8 @@ fn a_failed_auto_link_shows_on_the_page_with_its_hint_until_the_library_is_insta
     let browser = logged_in(server);
 
     // The homepage's widget names the package, the missing library and what to do.
-    browser.open(&format!("{}/", server.url())).expect("opens");
-    let widget_script = "const frame = document.querySelector('.widget[data-process=\"linker:linker:sys\"] iframe'); \
-         return frame && frame.contentDocument ? frame.contentDocument.body.textContent : null;";
-    // The widget, as the linker sent it again once the auto-link failed: the homepage shows it
-    // in an iframe, as it was when the homepage was opened, so the homepage is opened again until
-    // the auto-link has run.
-    let deadline = Instant::now() + SHOWN;
-    let widget_text = loop {
-        browser.open(&format!("{}/", server.url())).expect("opens");
-        let text = browser
-            .wait_for(widget_script, SHOWN)
-            .expect("the widget shows");
-        if text.as_str().is_some_and(|t| t.contains("app:test.os")) {
-            break text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the widget never named app: {text}"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    };
-    let widget_text = widget_text.as_str().unwrap_or_default();
+    let widget_text = widget_naming(&browser, server, "app:test.os");
+    let widget_text = widget_text.as_str();
     assert!(widget_text.starts_with("Not linked:"), "{widget_text}");
     assert!(widget_text.contains(MATHLIB), "{widget_text}");
     assert!(widget_text.contains("install"), "{widget_text}");
@@ -217,7 +223,7 @@ fn a_failed_auto_link_shows_on_the_page_with_its_hint_until_the_library_is_insta
     let widget_text = browser
         .wait_for(
             &format!(
-                "const text = (function() {{ {widget_script} }})(); \
+                "const text = (function() {{ {WIDGET_TEXT} }})(); \
                  return text && text.startsWith('Everything is linked') ? text : null;"
             ),
             SHOWN,
@@ -459,23 +465,7 @@ fn a_library_no_node_serves_is_named_on_the_widget_and_page_with_every_node_trie
     let browser = logged_in(server);
 
     // The widget names the library once, the node tried and why, and what to do.
-    let widget_script = "const frame = document.querySelector('.widget[data-process=\"linker:linker:sys\"] iframe'); \
-         return frame && frame.contentDocument ? frame.contentDocument.body.textContent : null;";
-    let deadline = Instant::now() + SHOWN;
-    let widget_text = loop {
-        browser.open(&format!("{}/", server.url())).expect("opens");
-        let text = browser
-            .wait_for(widget_script, SHOWN)
-            .expect("the widget shows");
-        if text.as_str().is_some_and(|t| t.contains("app:test.os")) {
-            break text.as_str().unwrap_or_default().to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the widget never named app: {text}"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    };
+    let widget_text = widget_naming(&browser, server, "app:test.os");
     let expected = "app:test.os lacks mathlib:test.os: version 0.1.0 could not be fetched (tried \
                     test.os offline): install it from the app store once a node that serves it \
                     is online";

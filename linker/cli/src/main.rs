@@ -10,6 +10,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use linker_core::{Compression, Input, Options, World};
 
+#[cfg(target_os = "linux")]
+mod alloc;
+
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator;
+
 #[derive(Parser)]
 #[command(
     name = "kinode-link",

@@ -37,9 +37,11 @@ pub enum ComposeError {
     },
 }
 
-/// Composes `root` with the libraries of `plan` and validates the result for `world`. The root's
-/// package moves into the composition graph (whose types start as a copy of `types`, where it
-/// was decoded), so a large component is neither copied nor decoded again.
+/// Composes `root` with the libraries of `plan` and validates the result for `world`, returning
+/// it with its SHA-256 if `hash` (computed while it is validated). The root's package moves into
+/// the composition graph (whose types start as a copy of `types`, where it was decoded), so a
+/// large component is neither copied nor decoded again.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn compose(
     component: &str,
     root: Unit,
@@ -48,13 +50,21 @@ pub(crate) fn compose(
     catalog: &Catalog<'_>,
     types: &Types,
     world: World,
-) -> Result<Vec<u8>, LinkError> {
+    hash: bool,
+) -> Result<(Vec<u8>, Option<String>), LinkError> {
     let Unit {
         origin, package, ..
     } = root;
     let (graph, root_package, bytes) = encode(component, package, plan, guards, catalog, types)?;
-    let Err(reason) = inspect::validate(&bytes, world) else {
-        return Ok(bytes);
+    let validate = || inspect::validate(&bytes, world);
+    let (sha256, valid) = if hash {
+        let (sha256, valid) = inspect::sha256_beside(&bytes, validate);
+        (Some(sha256), valid)
+    } else {
+        (None, validate())
+    };
+    let Err(reason) = valid else {
+        return Ok((bytes, sha256));
     };
     let parts = std::iter::once((&origin, graph[root_package].bytes())).chain(
         plan.instances.iter().map(|planned| {

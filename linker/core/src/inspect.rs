@@ -74,46 +74,24 @@ pub(crate) struct Unit {
 
 impl Unit {
     /// Decodes `bytes` into `types` as package `name` (unique among the components one
-    /// composition registers), checking the component's structure with the features of `world`
-    /// (function bodies are checked by [`validate`]).
+    /// composition registers). The decoder validates the component's structure with every
+    /// proposal allowed; whether it keeps to the runtime's features is checked once, function
+    /// bodies included, where the component is packed: [`validate`] of it as it is, or of the
+    /// composition it goes into, which names the input that breaks them.
     pub fn decode(
         origin: Origin,
         name: &str,
         bytes: impl AsRef<[u8]> + Into<Vec<u8>>,
         types: &mut Types,
-        world: World,
     ) -> Result<Unit, InspectError> {
-        Unit::check(&origin, bytes.as_ref(), world)?;
-        Unit::decode_checked(origin, name, bytes, types)
-    }
-
-    /// The first half of [`Unit::decode`], which needs no types and so can run on its own
-    /// thread: that `bytes` are a component whose structure `world` accepts.
-    pub fn check(origin: &Origin, bytes: &[u8], world: World) -> Result<(), InspectError> {
-        if !Parser::is_component(bytes) {
-            let found = if Parser::is_core_wasm(bytes) {
+        if !Parser::is_component(bytes.as_ref()) {
+            let found = if Parser::is_core_wasm(bytes.as_ref()) {
                 "a core Wasm module"
             } else {
                 "not WebAssembly"
             };
-            return Err(InspectError::NotAComponent {
-                origin: origin.clone(),
-                found,
-            });
+            return Err(InspectError::NotAComponent { origin, found });
         }
-        check_structure(bytes, world.features()).map_err(|reason| InspectError::InvalidComponent {
-            origin: origin.clone(),
-            reason,
-        })
-    }
-
-    /// The second half of [`Unit::decode`], for bytes [`Unit::check`] accepted.
-    pub fn decode_checked(
-        origin: Origin,
-        name: &str,
-        bytes: impl Into<Vec<u8>>,
-        types: &mut Types,
-    ) -> Result<Unit, InspectError> {
         match Package::from_bytes(name, None, bytes, types) {
             Ok(package) => Ok(Unit {
                 origin,
@@ -125,6 +103,12 @@ impl Unit {
                 reason: format!("{error:#}"),
             }),
         }
+    }
+
+    /// The same unit with the SHA-256 of its bytes already known.
+    pub fn with_sha256(self, sha256: String) -> Unit {
+        let _ = self.sha256.set(sha256);
+        self
     }
 
     /// SHA-256 of the component's bytes, computed on first use: only reports need it.
@@ -170,8 +154,8 @@ pub const RUNTIME_FEATURES: WasmFeatures = WasmFeatures::WASM2
 
 /// Validates a whole component or core module, function bodies included, with the features of
 /// `world` (the Kinode runtime's for [`World::Kinode`]). A component must validate this way to
-/// go into a linked package; [`Unit::decode`] checks only the structure, so that a component
-/// that is composed is validated once, as the composition's output.
+/// go into a linked package; [`Unit::decode`] does not check it, so that a component that is
+/// composed is validated once, as the composition's output.
 ///
 /// One pass validates the structure and hands each function body, as the pass reaches it, to
 /// threads that validate bodies meanwhile (natively, for input large enough to repay them; in
@@ -276,30 +260,6 @@ pub(crate) fn validate_module(
     })
 }
 
-/// Validates the component's structure (not function bodies) with `features`, so proposals the
-/// runtime does not run are refused here, as a typed error, before the type decoder meets them.
-fn check_structure(bytes: &[u8], features: WasmFeatures) -> Result<(), String> {
-    let mut validator = Validator::new_with_features(features);
-    let mut parser = Parser::new(0);
-    let mut nested = Vec::new();
-    let mut rest = bytes;
-    loop {
-        let (payload, consumed) = match parser.parse(rest, true).map_err(|e| e.to_string())? {
-            wasmparser::Chunk::Parsed { payload, consumed } => (payload, consumed),
-            wasmparser::Chunk::NeedMoreData(_) => return Err("the component is truncated".into()),
-        };
-        rest = &rest[consumed..];
-        match validator.payload(&payload).map_err(|e| e.to_string())? {
-            ValidPayload::Ok | ValidPayload::Func(..) => {}
-            ValidPayload::Parser(next) => nested.push(std::mem::replace(&mut parser, next)),
-            ValidPayload::End(_) => match nested.pop() {
-                Some(outer) => parser = outer,
-                None => return Ok(()),
-            },
-        }
-    }
-}
-
 thread_local! {
     /// Bytes [`sha256_hex`] has hashed on this thread.
     static HASHED: Cell<u64> = const { Cell::new(0) };
@@ -317,6 +277,28 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     HASHED.with(|hashed| hashed.set(hashed.get() + bytes.len() as u64));
     uncounted_sha256_hex(bytes)
 }
+
+/// `work()`, and meanwhile the [`sha256_hex`] of `bytes`: natively on a second thread, for input
+/// large enough to repay starting one; in a Kinode process, which has one thread, first. Counted
+/// in [`bytes_hashed`] on the calling thread either way.
+pub(crate) fn sha256_beside<T>(bytes: &[u8], work: impl FnOnce() -> T) -> (String, T) {
+    if cfg!(target_arch = "wasm32") || bytes.len() < HASH_BESIDE_FROM {
+        return (sha256_hex(bytes), work());
+    }
+    HASHED.with(|hashed| hashed.set(hashed.get() + bytes.len() as u64));
+    std::thread::scope(|scope| {
+        let hashing = scope.spawn(|| uncounted_sha256_hex(bytes));
+        let done = work();
+        let digest = hashing
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (digest, done)
+    })
+}
+
+/// Input smaller than this is hashed on the calling thread (SHA-NI hashes a megabyte in about
+/// 0.6 ms; starting a thread costs tens of microseconds).
+const HASH_BESIDE_FROM: usize = 1 << 20;
 
 /// [`sha256_hex`] without counting, for debug builds' checks of hashes callers supply.
 pub(crate) fn uncounted_sha256_hex(bytes: &[u8]) -> String {

@@ -170,7 +170,7 @@ pub fn link(
     apis: &[Input<'_>],
     options: &Options,
 ) -> Result<Linked, LinkError> {
-    let mut session = Session::load(package, apis, options)?;
+    let mut session = Session::load(package, apis, options, Hashing::Components)?;
     let mut resolutions = session.resolve_all()?;
     for resolution in &mut resolutions {
         session.attribute(&mut resolution.reports);
@@ -228,7 +228,7 @@ pub fn link(
             // The decoded unit keeps the component's bytes: the archive's copy is not needed while
             // composing, and the linked bytes take its place.
             archive.files.remove(&path);
-            let bytes = compose::compose(
+            let (bytes, linked_sha256) = compose::compose(
                 &path,
                 unit,
                 &resolution.plan,
@@ -236,15 +236,17 @@ pub fn link(
                 &catalog,
                 &session.types,
                 options.world,
+                true,
             )?;
             verify::check_imports(&path, &bytes, options.world)?;
-            Some(bytes)
+            Some((bytes, linked_sha256))
         };
+        let (linked, linked_sha256) = linked.unzip();
         components.push(ComponentReport {
             path: path.clone(),
             role,
             sha256,
-            linked_sha256: linked.as_deref().map(sha256_hex),
+            linked_sha256: linked_sha256.flatten(),
             imports: resolution.reports,
             libraries: audit.libraries,
         });
@@ -299,7 +301,7 @@ pub fn explain(
     apis: &[Input<'_>],
     options: &Options,
 ) -> Result<Explanation, LinkError> {
-    let session = Session::load(package, apis, options)?;
+    let session = Session::load(package, apis, options, Hashing::Components)?;
     let catalog = session.catalog();
     let mut components = Vec::with_capacity(session.components.len());
     for (path, unit) in &session.components {
@@ -342,7 +344,7 @@ pub fn unprovided(
     apis: &[Input<'_>],
     options: &Options,
 ) -> Result<Vec<String>, LinkError> {
-    let session = Session::load(package, apis, options)?;
+    let session = Session::load(package, apis, options, Hashing::OnlyArchives)?;
     let catalog = session.catalog();
     let mut names: Vec<String> = Vec::new();
     for (_, unit) in &session.components {
@@ -381,33 +383,15 @@ pub fn compose_owned(
         archive: name.to_owned(),
         path: name.to_owned(),
     };
-    // The root's structure is checked on a second thread while the libraries are decoded;
-    // errors come in the order of one thread's: the libraries', then the root's.
-    let root_origin = origin(name);
-    let (units, root_checked) = std::thread::scope(|scope| {
-        let check = || Unit::check(&root_origin, &root, options.world);
-        let parallel = !cfg!(target_arch = "wasm32") && !libraries.is_empty();
-        let checking = parallel.then(|| scope.spawn(check));
-        let units = libraries
-            .iter()
-            .enumerate()
-            .map(|(index, library)| {
-                let package = format!("lib{index}");
-                let origin = origin(library.name);
-                Unit::decode(origin, &package, library.bytes, &mut types, options.world)
-            })
-            .collect::<Result<Vec<_>, _>>();
-        let root_checked = match checking {
-            Some(thread) => thread
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            None => check(),
-        };
-        (units, root_checked)
-    });
-    let units = units?;
-    root_checked?;
-    let unit = Unit::decode_checked(root_origin, ROOT, root, &mut types)?;
+    let units = libraries
+        .iter()
+        .enumerate()
+        .map(|(index, library)| {
+            let package = format!("lib{index}");
+            Unit::decode(origin(library.name), &package, library.bytes, &mut types)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let unit = Unit::decode(origin(name), ROOT, root, &mut types)?;
     let catalog = Catalog::new(&units, &types).without_hashes();
     let resolution = resolve::resolve(&unit, &catalog, &types, options.world);
     let problems = resolution.errors(name);
@@ -438,7 +422,9 @@ pub fn compose_owned(
             &catalog,
             &types,
             options.world,
+            false,
         )?
+        .0
     };
     verify::check_imports(name, &bytes, options.world)?;
     Ok(Composed {
@@ -508,6 +494,15 @@ pub fn describe_api(api: Input<'_>, options: &Options) -> Result<ApiDescription,
     })
 }
 
+/// What a [`Session`] hashes besides the archives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hashing {
+    /// Every component, for a report that names each one's hash.
+    Components,
+    /// Nothing more: the components' hashes are not needed.
+    OnlyArchives,
+}
+
 /// Everything read and decoded for one package link.
 struct Session {
     files: PackageFiles,
@@ -522,38 +517,53 @@ struct Session {
 }
 
 impl Session {
+    /// Reads the package and API archives and decodes every component; with `hashing`
+    /// [`Hashing::Components`], each component is hashed as it is decoded (natively, meanwhile),
+    /// as the package zip is while it is read.
     fn load(
         package: Input<'_>,
         apis: &[Input<'_>],
         options: &Options,
+        hashing: Hashing,
     ) -> Result<Session, LinkError> {
-        let mut files = PackageFiles::read(package.name, package.bytes, &options.limits)?;
-        let bounds = Bounds::read(package.name, &files.archive)?;
-        let mut types = Types::default();
-        let mut providers = Vec::new();
-        if let Some(own) = &files.own_api {
-            decode_api(own, &mut types, &mut providers, options.world)?;
-        }
-        let mut copied = Vec::new();
-        for api in apis {
-            let archive = Archive::read(api.name, api.bytes, &options.limits)?;
-            let workers = decode_api(&archive, &mut types, &mut providers, options.world)?;
-            copied.extend(files.add_workers(&archive, workers.iter().map(String::as_str))?);
-        }
-        let mut components = Vec::new();
-        for path in files.wasm_paths() {
-            let bytes = &files.archive.files[&path];
-            let origin = Origin {
-                archive: package.name.to_owned(),
-                path: path.clone(),
-            };
-            if !Parser::is_component(bytes) && !files.roles.contains_key(&path) {
-                inspect::validate_module(&origin, bytes, options.world)?;
-                continue;
+        let (package_digest, read) = digest_beside(&package, || -> Result<_, LinkError> {
+            let mut files = PackageFiles::read(package.name, package.bytes, &options.limits)?;
+            let bounds = Bounds::read(package.name, &files.archive)?;
+            let mut types = Types::default();
+            let mut providers = Vec::new();
+            if let Some(own) = &files.own_api {
+                decode_api(own, &mut types, &mut providers, options.world)?;
             }
-            let unit = Unit::decode(origin, ROOT, bytes.as_slice(), &mut types, options.world)?;
-            components.push((path.clone(), unit));
-        }
+            let mut copied = Vec::new();
+            for api in apis {
+                let archive = Archive::read(api.name, api.bytes, &options.limits)?;
+                let workers = decode_api(&archive, &mut types, &mut providers, options.world)?;
+                copied.extend(files.add_workers(&archive, workers.iter().map(String::as_str))?);
+            }
+            let mut components = Vec::new();
+            for path in files.wasm_paths() {
+                let bytes = &files.archive.files[&path];
+                let origin = Origin {
+                    archive: package.name.to_owned(),
+                    path: path.clone(),
+                };
+                if !Parser::is_component(bytes) && !files.roles.contains_key(&path) {
+                    inspect::validate_module(&origin, bytes, options.world)?;
+                    continue;
+                }
+                let decode = || Unit::decode(origin, ROOT, bytes.as_slice(), &mut types);
+                let unit = match hashing {
+                    Hashing::Components => {
+                        let (sha256, unit) = inspect::sha256_beside(bytes, decode);
+                        unit?.with_sha256(sha256)
+                    }
+                    Hashing::OnlyArchives => decode()?,
+                };
+                components.push((path.clone(), unit));
+            }
+            Ok((files, bounds, types, providers, components, copied))
+        });
+        let (files, bounds, types, providers, components, copied) = read?;
         Ok(Session {
             files,
             bounds,
@@ -561,7 +571,7 @@ impl Session {
             providers,
             components,
             copied,
-            package_digest: digest(&package),
+            package_digest,
             api_digests: apis.iter().map(digest).collect(),
             world: options.world,
         })
@@ -643,7 +653,7 @@ fn decode_api(
             continue;
         }
         let package = format!("lib{}", providers.len());
-        let unit = Unit::decode(origin, &package, bytes.as_slice(), types, world)?;
+        let unit = Unit::decode(origin, &package, bytes.as_slice(), types)?;
         if unit.exports(types).any(|(name, _)| name != "init") {
             providers.push(unit);
         } else {
@@ -662,6 +672,20 @@ fn validate_unit(unit: &Unit, world: World) -> Result<(), InspectError> {
             reason,
         }
     })
+}
+
+/// `work()`, and meanwhile the [`digest`] of `input` (see [`inspect::sha256_beside`]).
+fn digest_beside<T>(input: &Input<'_>, work: impl FnOnce() -> T) -> (Digest, T) {
+    if input.sha256.is_some() {
+        return (digest(input), work());
+    }
+    let (sha256, done) = inspect::sha256_beside(input.bytes, work);
+    let digest = Digest {
+        name: input.name.to_owned(),
+        sha256,
+        source: input.source,
+    };
+    (digest, done)
 }
 
 fn digest(input: &Input<'_>) -> Digest {

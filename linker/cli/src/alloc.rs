@@ -1,0 +1,166 @@
+//! The command's allocator: the system's, except that buffers of a megabyte or more (components,
+//! zips, the composed output) are mapped on their own and advised into transparent huge pages.
+//!
+//! A link of a 4 MB component writes a few such buffers once each (the inflated component, the
+//! composed one, the zip), and with 4 KiB pages the kernel's page faults took more of the
+//! command's time than linking did (BENCHMARKS.md, "Where the time goes"): one fault per 2 MiB
+//! instead of one per 4 KiB removes most of that. A huge page fills only an aligned 2 MiB that lies
+//! wholly inside what was asked for, and the part a buffer grows by (a `Vec` doubling) keeps small
+//! pages, so memory the command never writes does not become resident.
+
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::ptr;
+
+/// Buffers at least this large are mapped on their own.
+const LARGE: usize = 1 << 20;
+/// The size of a transparent huge page on x86-64 and AArch64 Linux.
+const HUGE: usize = 2 << 20;
+/// Mappings are page-aligned; larger alignments go to the system allocator.
+const PAGE: usize = 4096;
+
+/// The global allocator of `kinode-link`.
+pub struct Allocator;
+
+fn is_large(size: usize, align: usize) -> bool {
+    size >= LARGE && align <= PAGE
+}
+
+fn mapped(size: usize) -> usize {
+    size.next_multiple_of(PAGE)
+}
+
+/// Maps `size` bytes, placed so that as many whole huge pages as possible fall inside.
+fn map(size: usize) -> *mut u8 {
+    let len = mapped(size);
+    // Over-map by a huge page, then give back the head and tail around an aligned start.
+    let Some(reserved) = len.checked_add(HUGE) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: an anonymous private mapping aliases nothing.
+    let base = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            reserved,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return ptr::null_mut();
+    }
+    let base = base as usize;
+    let start = base.next_multiple_of(HUGE);
+    // SAFETY: head and tail are parts of the mapping just made that nothing uses.
+    unsafe {
+        if start > base {
+            libc::munmap(base as *mut libc::c_void, start - base);
+        }
+        let tail = start + len;
+        let end = base + reserved;
+        if end > tail {
+            libc::munmap(tail as *mut libc::c_void, end - tail);
+        }
+        // One advice for the whole mapping, which stays one area the kernel can resize: a huge
+        // page fills only an aligned 2 MiB that lies wholly inside, so the tail keeps small pages.
+        libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+    }
+    start as *mut u8
+}
+
+// SAFETY: large blocks are whole mappings of `mapped(size)` bytes, freed and resized only here,
+// and told apart from the system allocator's by the size and alignment the caller passes back,
+// which `GlobalAlloc` requires to be the block's own.
+unsafe impl GlobalAlloc for Allocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if is_large(layout.size(), layout.align()) {
+            map(layout.size())
+        } else {
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { System.alloc(layout) }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if is_large(layout.size(), layout.align()) {
+            // A fresh anonymous mapping reads as zeros.
+            map(layout.size())
+        } else {
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+    }
+
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        if is_large(layout.size(), layout.align()) {
+            // SAFETY: the block is a mapping of this length, made by `map` or `realloc`.
+            unsafe { libc::munmap(block.cast(), mapped(layout.size())) };
+        } else {
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { System.dealloc(block, layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let align = layout.align();
+        match (is_large(layout.size(), align), is_large(new_size, align)) {
+            (false, false) => {
+                // SAFETY: forwarded with the caller's guarantees.
+                unsafe { System.realloc(block, layout, new_size) }
+            }
+            (true, true) => {
+                let (old, new) = (mapped(layout.size()), mapped(new_size));
+                if old == new {
+                    return block;
+                }
+                // SAFETY: the block is a mapping of `old` bytes; the kernel moves its pages
+                // (no copy) if it cannot grow in place.
+                let moved = unsafe { libc::mremap(block.cast(), old, new, libc::MREMAP_MAYMOVE) };
+                if moved == libc::MAP_FAILED {
+                    return ptr::null_mut();
+                }
+                if new > old {
+                    // A grown buffer (a `Vec` doubling) is rarely filled: its new part stays in
+                    // small pages, or the huge pages its writes touch would be resident whole.
+                    // SAFETY: the new part lies inside the mapping; advice changes no contents.
+                    unsafe {
+                        libc::madvise(
+                            moved.cast::<u8>().add(old).cast(),
+                            new - old,
+                            libc::MADV_NOHUGEPAGE,
+                        )
+                    };
+                }
+                moved.cast()
+            }
+            // Across the threshold: a block of the other kind.
+            // SAFETY: as for the caller.
+            _ => unsafe { self.copy_to_new(block, layout, new_size) },
+        }
+    }
+}
+
+impl Allocator {
+    /// Moves a block into a new one of `new_size` bytes by copying.
+    ///
+    /// # Safety
+    /// The same as `GlobalAlloc::realloc`'s.
+    unsafe fn copy_to_new(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `realloc`'s caller guarantees that `new_size` with the block's alignment is a
+        // valid, non-zero layout.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: as just said.
+        let moved = unsafe { self.alloc(new_layout) };
+        if !moved.is_null() {
+            // SAFETY: both blocks are live and at least this long, and do not overlap.
+            unsafe {
+                ptr::copy_nonoverlapping(block, moved, layout.size().min(new_size));
+                self.dealloc(block, layout);
+            }
+        }
+        moved
+    }
+}

@@ -113,27 +113,50 @@ unsafe impl GlobalAlloc for Allocator {
             }
             (true, true) => {
                 let (old, new) = (mapped(layout.size()), mapped(new_size));
-                if old == new {
-                    return block;
-                }
-                // SAFETY: the block is a mapping of `old` bytes; the kernel moves its pages
-                // (no copy) if it cannot grow in place.
-                let moved = unsafe { libc::mremap(block.cast(), old, new, libc::MREMAP_MAYMOVE) };
-                if moved == libc::MAP_FAILED {
-                    return ptr::null_mut();
-                }
-                if new > old {
-                    // A grown buffer (a `Vec` doubling) is rarely filled: its new part stays in
-                    // small pages, or the huge pages its writes touch would be resident whole.
-                    // SAFETY: the new part lies inside the mapping; advice changes no contents.
-                    unsafe {
-                        libc::madvise(
-                            moved.cast::<u8>().add(old).cast(),
-                            new - old,
-                            libc::MADV_NOHUGEPAGE,
-                        )
+                if new <= old {
+                    // SAFETY: shrinking a mapping we own keeps it in place.
+                    let kept = unsafe { libc::mremap(block.cast(), old, new, 0) };
+                    return if kept == libc::MAP_FAILED {
+                        ptr::null_mut()
+                    } else {
+                        kept.cast()
                     };
                 }
+                // Growing: the pages move (no copy) into a new aligned mapping, which keeps the
+                // huge pages whole.
+                let target = map(new_size);
+                if target.is_null() {
+                    return target;
+                }
+                // SAFETY: `block` is a mapping of `old` bytes and `target` one of `new` bytes,
+                // both ours; the move replaces `target`'s pages with the block's.
+                let moved = unsafe {
+                    libc::mremap(
+                        block.cast(),
+                        old,
+                        new,
+                        libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                        target,
+                    )
+                };
+                if moved == libc::MAP_FAILED {
+                    // A block grown before is two areas (see below), which `mremap` refuses.
+                    // SAFETY: `target` is unused; the block is as the caller says.
+                    unsafe {
+                        libc::munmap(target.cast(), new);
+                        return self.copy_to_new(block, layout, new_size);
+                    }
+                }
+                // A grown buffer (a `Vec` doubling) is rarely filled: its new part keeps small
+                // pages, or the huge pages its writes touch would be resident whole.
+                // SAFETY: the new part lies inside the mapping; advice changes no contents.
+                unsafe {
+                    libc::madvise(
+                        moved.cast::<u8>().add(old).cast(),
+                        new - old,
+                        libc::MADV_NOHUGEPAGE,
+                    )
+                };
                 moved.cast()
             }
             // Across the threshold: a block of the other kind.

@@ -187,3 +187,71 @@ impl Allocator {
         moved
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fills `len` bytes at `block` with a pattern that differs from byte to byte.
+    unsafe fn fill(block: *mut u8, len: usize) {
+        for i in 0..len {
+            // SAFETY: the caller's block is at least `len` long.
+            unsafe { block.add(i).write((i % 251) as u8) };
+        }
+    }
+
+    /// Whether the first `len` bytes at `block` still hold [`fill`]'s pattern.
+    unsafe fn intact(block: *const u8, len: usize) -> bool {
+        // SAFETY: the caller's block is at least `len` long.
+        (0..len).all(|i| unsafe { block.add(i).read() } == (i % 251) as u8)
+    }
+
+    fn layout(size: usize) -> Layout {
+        Layout::from_size_align(size, 8).expect("a valid layout")
+    }
+
+    #[test]
+    fn a_large_block_is_aligned_to_a_huge_page_and_reads_as_zeros() {
+        let size = 3 * HUGE + 123;
+        // SAFETY: a non-zero layout; the block is freed with it.
+        unsafe {
+            let block = Allocator.alloc_zeroed(layout(size));
+            assert!(!block.is_null());
+            assert_eq!(block as usize % HUGE, 0);
+            assert!((0..size).all(|i| block.add(i).read() == 0));
+            Allocator.dealloc(block, layout(size));
+        }
+    }
+
+    #[test]
+    fn growing_and_shrinking_keeps_the_contents_in_every_kind_of_move() {
+        // Small to large (a copy), large to larger twice (the pages move; the second time the
+        // block is two areas and is copied), larger to large (in place), large to small (a copy).
+        let sizes = [4096, LARGE + 17, 2 * HUGE + 5, 5 * HUGE, HUGE + 1, 100];
+        // SAFETY: each step passes the layout the block was last given.
+        unsafe {
+            let mut block = Allocator.alloc(layout(sizes[0]));
+            fill(block, sizes[0]);
+            for pair in sizes.windows(2) {
+                let (old, new) = (pair[0], pair[1]);
+                block = Allocator.realloc(block, layout(old), new);
+                assert!(!block.is_null(), "{old} -> {new}");
+                assert!(intact(block, old.min(new)), "{old} -> {new}");
+                fill(block, new);
+            }
+            Allocator.dealloc(block, layout(sizes[sizes.len() - 1]));
+        }
+    }
+
+    #[test]
+    fn a_vec_grown_past_the_threshold_holds_what_was_pushed() {
+        let mut bytes = Vec::new();
+        for i in 0..3 * HUGE + 7 {
+            bytes.push((i % 253) as u8);
+        }
+        assert!(bytes.iter().enumerate().all(|(i, &b)| b == (i % 253) as u8));
+        bytes.truncate(10);
+        bytes.shrink_to_fit();
+        assert_eq!(bytes, (0..10).map(|i| i as u8).collect::<Vec<_>>());
+    }
+}

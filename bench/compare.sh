@@ -93,8 +93,13 @@ BIGAPP_ZIP=$(fixture bigapp package)
 MATHLIB_API_ZIP=$(fixture mathlib api)
 IN=$OUT/in
 rm -rf "$IN" && mkdir -p "$IN"
-unzip -o -q -j "$APP_ZIP" app.wasm -d "$IN"
-unzip -o -q -j "$BIGAPP_ZIP" bigapp.wasm -d "$IN"
+# Every component of each package: a link composes them all, so a peer's share of the same work is its compose of
+# each (app: app.wasm and calc.wasm; bigapp: bigapp.wasm).
+unzip -o -q -j "$APP_ZIP" '*.wasm' -d "$IN"
+unzip -o -q -j "$BIGAPP_ZIP" '*.wasm' -d "$IN"
+others() { # <package zip> <root>: the package's components besides <root>.wasm, by name
+    unzip -Z1 "$1" '*.wasm' | sed 's/\.wasm$//' | grep -vx "$2" || true
+}
 # wasm-tools compose names a definition after its file, so the file name must be kebab case: mathlib-api.wasm.
 unzip -o -q -j "$MATHLIB_API_ZIP" mathlib-api.wasm -d "$IN"
 ls -l "$IN" >&2
@@ -130,6 +135,14 @@ setup() { # <root> <package zip>: the three composers on <root>.wasm + mathlib-a
         "$KINODE_LINK link $2 --api $MATHLIB_API_ZIP --stored -o $OUT/linked.zip"
         "bash $ROOT/bench/kit-loop.sh $WASM_TOOLS $2 $OUT/kit.zip $MATHLIB_API_ZIP"
     )
+    local other
+    for other in $(others "$2" "$1"); do
+        NAMES+=("wasm-tools compose ($other.wasm)" "wac plug ($other.wasm)")
+        CMDS+=(
+            "$WASM_TOOLS compose $IN/$other.wasm -d $IN/mathlib-api.wasm -o $OUT/out.wasm"
+            "$WAC plug $IN/$other.wasm --plug $IN/mathlib-api.wasm -o $OUT/out.wasm"
+        )
+    done
     if [[ -n $BASELINE_LINK ]]; then
         NAMES+=("kinode-link compose (baseline $BASELINE)" "kinode-link link (zip, --stored, baseline $BASELINE)")
         CMDS+=(
@@ -216,9 +229,20 @@ ratio_rows() { # one row per way: "<ms> ms (<ratio>×)" for app and bigapp, from
     setup app "$APP_ZIP"
     for i in "${!NAMES[@]}"; do
         name=${NAMES[$i]}
+        [[ $name == *".wasm)" ]] && continue # a component only app's package has
         row "\`$name\`" \
             "$(awk -F'\t' -v n="$name" '$1 == n { print $2 }' "$OUT/time-app.tsv")" \
             "$(awk -F'\t' -v n="$name" '$1 == n { print $2 }' "$OUT/time-bigapp.tsv")"
+    done
+}
+
+every_component() { # <root> <package zip>: link --stored against each peer's compose of every component, summed
+    local tsv=$OUT/time-$1.tsv peer sum link
+    link=$(awk -F'\t' '$1 == "kinode-link link (zip, --stored)" { print $2 }' "$tsv")
+    for peer in "wasm-tools compose" "wac plug"; do
+        sum=$(awk -F'\t' -v p="$peer" '$1 == p || index($1, p " (") == 1 { s += $2 } END { printf "%.3f", s }' "$tsv")
+        awk -v r="$1" -v p="$peer" -v s="$sum" -v l="$link" -v n="$(( $(others "$2" "$1" | wc -l) + 1 ))" \
+            'BEGIN { printf "| %s | `%s` of %d component(s) | %.2f ms | %.2f ms | %.2f× |\n", r, p, n, s, l, l / s }'
     done
 }
 
@@ -250,6 +274,13 @@ ratio_rows() { # one row per way: "<ms> ms (<ratio>×)" for app and bigapp, from
     echo "## In the node: install request to answer against \`linker_core::link\` (cargo bench --bench node)"
     echo
     cat "$OUT/node.md"
+    echo
+    echo "## \`kinode-link link --stored\` of the package zip against each peer's compose of every component in it"
+    echo
+    echo "| package | peer | peer's composes, summed | link | link ÷ peer |"
+    echo "|:---|:---|---:|---:|---:|"
+    every_component app "$APP_ZIP"
+    every_component bigapp "$BIGAPP_ZIP"
     echo
     echo "## Every way, as a ratio to \`kinode-link link --stored\` (mean wall time of the whole command)"
     echo

@@ -165,7 +165,7 @@ pub fn validate(bytes: &[u8], world: World) -> Result<(), String> {
     let threads = if cfg!(target_arch = "wasm32") || bytes.len() < PARALLEL_FROM {
         0
     } else {
-        std::thread::available_parallelism().map_or(0, |n| (n.get() - 1).min(MAX_THREADS))
+        (cores() - 1).min(MAX_THREADS)
     };
     if threads == 0 {
         return Validator::new_with_features(world.features())
@@ -234,6 +234,12 @@ fn validate_bodies(queue: std::sync::mpsc::Receiver<Body<'_>>) -> Option<(usize,
         allocations = validator.into_allocations();
     }
     None
+}
+
+/// The processors this process may use, asked once: each asking reads the cgroup's quota files.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
 /// Input smaller than this is validated on one thread: starting others costs more than it saves.

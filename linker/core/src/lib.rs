@@ -464,7 +464,13 @@ pub fn describe_api(api: Input<'_>, options: &Options) -> Result<ApiDescription,
     let archive = Archive::read(api.name, api.bytes, &options.limits)?;
     let mut types = Types::default();
     let mut providers = Vec::new();
-    decode_api(&archive, &mut types, &mut providers, options.world)?;
+    decode_api(
+        &archive,
+        &mut types,
+        &mut providers,
+        options.world,
+        Workers::Validate,
+    )?;
     let libraries = providers
         .iter()
         .map(|unit| Library {
@@ -532,19 +538,35 @@ impl Session {
             let mut types = Types::default();
             let mut providers = Vec::new();
             if let Some(own) = &files.own_api {
-                decode_api(own, &mut types, &mut providers, options.world)?;
+                decode_api(
+                    own,
+                    &mut types,
+                    &mut providers,
+                    options.world,
+                    Workers::Validate,
+                )?;
             }
             let mut copied = Vec::new();
             for api in apis {
                 let archive = Archive::read(api.name, api.bytes, &options.limits)?;
-                let workers = decode_api(&archive, &mut types, &mut providers, options.world)?;
+                let workers = decode_api(
+                    &archive,
+                    &mut types,
+                    &mut providers,
+                    options.world,
+                    Workers::Copied,
+                )?;
                 copied.extend(files.add_workers(&archive, workers.iter().map(String::as_str))?);
             }
             let mut components = Vec::new();
             for path in files.wasm_paths() {
                 let bytes = &files.archive.files[&path];
+                // A worker copied from an API is named after the API, which is what to mend.
+                let from = copied.iter().find(|file: &&CopiedFile| file.path == path);
                 let origin = Origin {
-                    archive: package.name.to_owned(),
+                    archive: from
+                        .map_or(package.name, |file| file.from.as_str())
+                        .to_owned(),
                     path: path.clone(),
                 };
                 if !Parser::is_component(bytes) && !files.roles.contains_key(&path) {
@@ -629,14 +651,24 @@ impl Session {
     }
 }
 
+/// What [`decode_api`] does with the workers it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workers {
+    /// Validates each whole, since nothing else will.
+    Validate,
+    /// Leaves them to the link: a worker is copied into the package as it is, and every file
+    /// the package holds is validated there, named after the API it came from.
+    Copied,
+}
+
 /// Decodes the components of an API archive into `providers` (those that export something
-/// besides `init`) and returns the paths of its other `.wasm` files, the workers, each
-/// validated whole, since a worker is copied into the package as it is.
+/// besides `init`) and returns the paths of its other `.wasm` files, the workers.
 fn decode_api(
     api: &Archive,
     types: &mut Types,
     providers: &mut Vec<Unit>,
     world: World,
+    handling: Workers,
 ) -> Result<Vec<String>, LinkError> {
     let mut workers = Vec::new();
     for (path, bytes) in &api.files {
@@ -648,7 +680,9 @@ fn decode_api(
             path: path.clone(),
         };
         if !Parser::is_component(bytes) {
-            inspect::validate_module(&origin, bytes, world)?;
+            if handling == Workers::Validate {
+                inspect::validate_module(&origin, bytes, world)?;
+            }
             workers.push(path.clone());
             continue;
         }
@@ -657,7 +691,9 @@ fn decode_api(
         if unit.exports(types).any(|(name, _)| name != "init") {
             providers.push(unit);
         } else {
-            validate_unit(&unit, world)?;
+            if handling == Workers::Validate {
+                validate_unit(&unit, world)?;
+            }
             workers.push(path.clone());
         }
     }

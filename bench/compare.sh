@@ -175,9 +175,14 @@ time_all() { # <label> <runs>: times CMDS
         for i in "${!CMDS[@]}"; do args+=(--command-name "${NAMES[$i]}" "${CMDS[$i]}"); done
         hyperfine --shell=none --warmup 3 --runs "$runs" --style basic \
             --export-markdown "$OUT/time-$label.md" --export-csv "$OUT/time-$label.csv" "${args[@]}" >&2
-        cat "$OUT/time-$label.md"
-        # command,mean,stddev,median,user,system,min,max in seconds, rows in CMDS order (a name may hold commas)
-        awk -F, 'NR > 1 { printf "%.3f\n", $(NF - 6) * 1000 }' "$OUT/time-$label.csv" |
+        # command,mean,stddev,median,user,system,min,max in seconds, rows in CMDS order (a name may hold commas).
+        # The median is what the ratios use: the machine is shared, and a mean follows its bursts.
+        echo "| Command | Median [ms] | Mean ± σ [ms] | Min [ms] | Max [ms] |"
+        echo "|:---|---:|---:|---:|---:|"
+        awk -F, 'NR > 1 { printf "%.2f\t%.2f ± %.2f\t%.2f\t%.2f\n", $(NF - 4) * 1000, $(NF - 6) * 1000, $(NF - 5) * 1000, $(NF - 1) * 1000, $NF * 1000 }' \
+            "$OUT/time-$label.csv" | paste <(printf '`%s`\n' "${NAMES[@]}") - |
+            awk -F'\t' '{ printf "| %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5 }'
+        awk -F, 'NR > 1 { printf "%.3f\n", $(NF - 4) * 1000 }' "$OUT/time-$label.csv" |
             paste <(printf '%s\n' "${NAMES[@]}") - >"$OUT/time-$label.tsv"
     else
         echo "| Command | Mean [ms] | Min [ms] | Max [ms] |"
@@ -195,7 +200,8 @@ time_all() { # <label> <runs>: times CMDS
             done
             printf '%s\n' "${all[@]}" | sort -n | awk -v c="\`${NAMES[$i]}\`" \
                 '{ v[NR] = $1; s += $1 } END { printf "| %s | %.1f | %.1f | %.1f |\n", c, s / NR / 1000, v[1] / 1000, v[NR] / 1000 }'
-            printf '%s\n' "${all[@]}" | awk -v c="${NAMES[$i]}" '{ s += $1 } END { printf "%s\t%.3f\n", c, s / NR / 1000 }' \
+            printf '%s\n' "${all[@]}" | sort -n | awk -v c="${NAMES[$i]}" \
+                '{ v[NR] = $1 } END { printf "%s\t%.3f\n", c, (v[int((NR + 1) / 2)] + v[int(NR / 2) + 1]) / 2 / 1000 }' \
                 >>"$OUT/time-$label.tsv"
         done
     fi
@@ -277,12 +283,12 @@ every_component() { # <root> <package zip>: link --stored against each peer's co
     echo
     echo "## \`kinode-link link --stored\` of the package zip against each peer's compose of every component in it"
     echo
-    echo "| package | peer | peer's composes, summed | link | link ÷ peer |"
+    echo "| package | peer | peer's composes, summed (medians) | link (median) | link ÷ peer |"
     echo "|:---|:---|---:|---:|---:|"
     every_component app "$APP_ZIP"
     every_component bigapp "$BIGAPP_ZIP"
     echo
-    echo "## Every way, as a ratio to \`kinode-link link --stored\` (mean wall time of the whole command)"
+    echo "## Every way, as a ratio to \`kinode-link link --stored\` (median wall time of the whole command)"
     echo
     echo "| way | app | bigapp |"
     echo "|:---|---:|---:|"

@@ -59,8 +59,25 @@ have_hyperfine() { [[ ${USE_HYPERFINE:-1} == 1 ]] && command -v hyperfine >/dev/
 [[ -x /usr/bin/time ]] || apt_install time
 command -v valgrind >/dev/null || apt_install valgrind
 
-# BASELINE=<git revision>: the same figures for kinode-link built from that revision, side by side (its binary is
-# built first, from a worktree, in the same target directory, and kept as $OUT/kinode-link-baseline).
+# kinode-link as README "kinode-link" installs it: the dist profile and, on Linux with glibc, statically linked (no
+# dynamic loader at start, and only the part of libc it uses resident). Symbol names are kept (not loaded at run
+# time) so that callgrind can attribute SHA-256. Sets BUILT to the binary.
+HOST=$(rustc -vV | sed -n 's/^host: //p')
+install_build() { # <profile> [cargo arguments]
+    local profile=$1
+    shift
+    if [[ $HOST == *-linux-gnu ]]; then
+        RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_DIST_STRIP=debuginfo \
+            cargo build --profile "$profile" --locked -p kinode-link --target "$HOST" "$@" >&2
+        BUILT=$CARGO_TARGET_DIR/$HOST/$profile/kinode-link
+    else
+        CARGO_PROFILE_DIST_STRIP=debuginfo cargo build --profile "$profile" --locked -p kinode-link "$@" >&2
+        BUILT=$CARGO_TARGET_DIR/$profile/kinode-link
+    fi
+}
+
+# BASELINE=<git revision>: the same figures for kinode-link built from that revision the same way, side by side (its
+# binary is built first, from a worktree, in the same target directory, and kept as $OUT/kinode-link-baseline).
 BASELINE_LINK=
 if [[ -n ${BASELINE:-} ]]; then
     say "building kinode-link at $BASELINE (baseline)"
@@ -69,16 +86,15 @@ if [[ -n ${BASELINE:-} ]]; then
     git worktree add --detach "$OUT/baseline-src" "$BASELINE" >&2
     profile=dist
     grep -q '^\[profile.dist\]' "$OUT/baseline-src/Cargo.toml" || profile=release
-    CARGO_PROFILE_DIST_STRIP=debuginfo cargo build --profile "$profile" --locked -p kinode-link --manifest-path "$OUT/baseline-src/Cargo.toml" >&2
-    cp "$CARGO_TARGET_DIR/$profile/kinode-link" "$OUT/kinode-link-baseline"
+    install_build "$profile" --manifest-path "$OUT/baseline-src/Cargo.toml"
+    cp "$BUILT" "$OUT/kinode-link-baseline"
     git worktree remove --force "$OUT/baseline-src"
     BASELINE_LINK=$OUT/kinode-link-baseline
 fi
 
-say "building kinode-link (the dist profile it is installed with)"
-# The dist profile strips symbols; keeping their names (not loaded at run time) lets callgrind attribute SHA-256.
-CARGO_PROFILE_DIST_STRIP=debuginfo cargo build --profile dist --locked -p kinode-link >&2
-KINODE_LINK=$CARGO_TARGET_DIR/dist/kinode-link
+say "building kinode-link (as it is installed)"
+install_build dist
+KINODE_LINK=$BUILT
 
 # --- Inputs -------------------------------------------------------------------------------------------------------
 say "building the fixtures"

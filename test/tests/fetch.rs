@@ -514,3 +514,79 @@ fn the_link_script_installs_a_download_fetching_its_library_and_linked_shows_it(
     let settings = network_request(&s, &s.tester, json!({"fetch": null, "mirror": null}), false);
     assert_eq!(ok(&settings), &json!({"fetch": false, "mirror": false}));
 }
+
+#[test]
+fn a_fetched_library_listed_at_a_new_version_is_fetched_again_and_its_dependents_relinked() {
+    let network = Network::new();
+    let (_publisher, _) = serving(&network, PUBLISHER, &["mathlib", "mathlib.v2"]);
+    let v1 = list_on_chain(&network, "mathlib", &[]);
+    let (s, _, _) = Session::on(&network);
+    ok(&s.install("app", &[]));
+    s.wait_for("app:app:test.os", &expect::app());
+    let marker = "/linker:sys/apis/mathlib:test.os/fetched";
+    assert_eq!(s.file(marker), Some(v1.into_bytes()));
+
+    // The publisher lists 0.2.0: nothing is installed here, yet the linker notices, fetches it,
+    // and re-links the app, which runs with the new library.
+    let v2 = list_on_chain(&network, "mathlib.v2", &[]);
+    s.wait_for("app:app:test.os", &expect::app_with_mathlib_v2());
+    assert!(s
+        .node
+        .wait_for_print(
+            |pid, line| pid == "linker:linker:sys"
+                && line.starts_with("linker: fetched mathlib:test.os 0.2.0 from test.os: "),
+            WAIT
+        )
+        .is_some());
+    assert_eq!(s.file(marker), Some(v2.into_bytes()));
+    let info = ok(&linked(&s, "app:test.os")).clone();
+    assert_eq!(
+        info["status"]["Linked"]["apis"][0]["sha256"],
+        sha256(&read(fixtures().api("mathlib.v2"))),
+        "{info:#}"
+    );
+    assert!(s.node.list_dir("/mathlib:test.os/pkg").is_empty());
+}
+
+#[test]
+fn a_new_version_no_node_serves_is_said_once_and_the_dependents_keep_theirs() {
+    let network = Network::new();
+    // The publisher serves 0.1.0 only.
+    let (_publisher, _) = serving(&network, PUBLISHER, &["mathlib"]);
+    let v1 = list_on_chain(&network, "mathlib", &[]);
+    let (s, _, _) = Session::on(&network);
+    ok(&s.install("app", &[]));
+    s.wait_for("app:app:test.os", &expect::app());
+
+    let v2 = list_on_chain(&network, "mathlib.v2", &[]);
+    let said = |line: &str| {
+        line == format!(
+            "linker: mathlib:test.os is listed on chain at a new version ({v2}) that no node \
+             serves yet; the packages linked against it keep the version they have"
+        )
+    };
+    assert!(
+        s.node
+            .wait_for_print(|pid, line| pid == "linker:linker:sys" && said(line), WAIT)
+            .is_some(),
+        "prints: {:#?}",
+        s.node.prints()
+    );
+    // Two more rounds of looking (every 5 ticks of 2 s): tried again, not said again.
+    std::thread::sleep(Duration::from_secs(21));
+    let times = s
+        .node
+        .print_messages("linker:linker:sys")
+        .iter()
+        .filter(|line| said(line))
+        .count();
+    assert_eq!(times, 1);
+    assert_eq!(
+        s.printed("app:app:test.os", &expect::app_with_mathlib_v2()),
+        0
+    );
+    assert_eq!(
+        s.file("/linker:sys/apis/mathlib:test.os/fetched"),
+        Some(v1.into_bytes())
+    );
+}

@@ -81,7 +81,9 @@ pub fn library(our: &Address, package: &str, library: &str) -> Result<Fetched, U
     let bytes = zip.len() as u64;
     let api = api_of(library, &zip)
         .ok_or_else(|| failure(FetchProblem::NoApi(listing.version.clone())))?;
-    if let Err(step) = store::mirror(&api).and_then(|()| store::mark_fetched(library)) {
+    let kept =
+        store::mirror(&api).and_then(|()| store::mark_fetched(library, &listing.version_hash));
+    if let Err(step) = kept {
         println!("linker: cannot keep {library}'s API: {}", step.reason);
     }
     let mirrored = store::network().mirror && start_mirroring(&id);
@@ -133,6 +135,14 @@ pub fn listed() -> Vec<String> {
         })
         .filter(|id| store::is_package_id(id))
         .collect()
+}
+
+/// The version hash `chain:app-store:sys` lists as `library`'s current version, if it lists one.
+pub fn listed_version(our: &Address, library: &str) -> Option<String> {
+    let id = inputs::package_id(library)?;
+    listing(our, library, &id)
+        .ok()
+        .map(|listing| listing.version_hash)
 }
 
 /// `library` listed, but not fetched for `package`, because of `problem`.

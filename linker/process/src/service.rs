@@ -483,8 +483,8 @@ pub fn relink(our: &Address, mut relinks: store::Relinks) -> Vec<api::Relink> {
 
 /// Re-links what a linker that died while re-linking the dependents of a library left pending,
 /// once [`install::recover`] rolled back the install it died in. A record for a version of the
-/// library that is no longer installed (its own install was rolled back) is dropped; a dependent
-/// whose re-link was started [`RELINK_ATTEMPTS`] times keeps its previous version.
+/// library that is no longer installed or fetched (its own install was rolled back) is dropped;
+/// a dependent whose re-link was started [`RELINK_ATTEMPTS`] times keeps its previous version.
 pub fn resume_relinks(our: &Address) {
     let records = match store::pending_relinks() {
         Ok(records) => records,
@@ -497,11 +497,13 @@ pub fn resume_relinks(our: &Address) {
         }
     };
     for (library, relinks) in records {
-        let installed = crate::node::installed_zip(&library)
+        // The library as installed here, or as last fetched from the network.
+        let current = crate::node::installed_zip(&library)
             .ok()
-            .map(|zip| store::sha256_hex(&zip));
+            .map(|zip| store::sha256_hex(&zip))
+            .or_else(|| store::fetched_version(&library));
         let Some(mut relinks) =
-            relinks.filter(|relinks| installed.as_deref() == Some(relinks.version_hash.as_str()))
+            relinks.filter(|relinks| current.as_deref() == Some(relinks.version_hash.as_str()))
         else {
             report_store_failure(store::drop_relinks(&library), &library);
             continue;

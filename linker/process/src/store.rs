@@ -169,13 +169,39 @@ pub fn mirror(api: &Named) -> Result<(), StepFailure> {
     node::write(&format!("{dir}/current"), api.sha256.clone().into_bytes())
 }
 
-/// Marks the mirrored API of `name` as fetched from the network: it was never installed here,
-/// so its dependents do not miss it.
-pub fn mark_fetched(name: &str) -> Result<(), StepFailure> {
+/// Marks the mirrored API of `name` as fetched from the network, at the version whose package
+/// zip hashes to `version_hash`: it was never installed here, so its dependents do not miss it,
+/// and a later listing of another version on chain is fetched in turn.
+pub fn mark_fetched(name: &str, version_hash: &str) -> Result<(), StepFailure> {
     if !is_package_id(name) {
         return Ok(());
     }
-    node::write(&format!("{APIS}/{name}/{FETCHED}"), Vec::new())
+    node::write(
+        &format!("{APIS}/{name}/{FETCHED}"),
+        version_hash.as_bytes().to_vec(),
+    )
+}
+
+/// The version hash of `name` last fetched, if its API was fetched from the network (empty for
+/// a fetch recorded before the linker kept it).
+pub fn fetched_version(name: &str) -> Option<String> {
+    if !is_package_id(name) {
+        return None;
+    }
+    let marker = node::read_if_exists(&format!("{APIS}/{name}/{FETCHED}")).ok()??;
+    Some(String::from_utf8_lossy(&marker).trim().to_owned())
+}
+
+/// Every library whose API was fetched from the network, by name.
+pub fn fetched_libraries() -> Vec<String> {
+    let Ok(entries) = node::read_dir(APIS) else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| was_fetched(name))
+        .collect()
 }
 
 /// Whether the API of `name` was fetched from the network (and so is not missing when no package

@@ -25,10 +25,15 @@
 //! - a package with an API (new, updated or removed) moves the API epoch; the packages linked
 //!   against it are re-linked (those handled in the same tick are not re-linked twice), and every
 //!   package that failed at an older epoch is tried again.
+//!
+//! A library fetched from the network is not installed here, so no install shows its updates:
+//! every [`FETCHED_EVERY`] ticks (with fetching on) its listing on `chain:app-store:sys` is read
+//! again (one `GetApp` each), and a new version is fetched and its dependents re-linked.
 
 use kinode_process_lib::{println, Address, Request};
 
 use crate::api::{self, LinkRequest, LinkerError, PackageSource};
+use crate::fetch;
 use crate::inputs::{self, Caller, Named};
 use crate::node;
 use crate::service;
@@ -43,12 +48,18 @@ pub const TIMER_CONTEXT: &[u8] = b"watch";
 /// How many ticks settled packages wait for others still settling, at most.
 const MAX_DEFERRALS: u32 = 5;
 
+/// Every how many ticks the listings of the libraries fetched from the network are read again.
+const FETCHED_EVERY: u32 = 5;
+
 /// What a tick remembers for the next one: the listing of every package seen without the marker,
-/// and how many ticks in a row settled packages waited for others.
+/// how many ticks in a row settled packages waited for others, the ticks so far, and for each
+/// fetched library the newer version that could not be fetched (said once on the terminal).
 #[derive(Default)]
 pub struct Watcher {
     pending: std::collections::BTreeMap<String, Vec<String>>,
     deferrals: u32,
+    ticks: u32,
+    unfetched: std::collections::BTreeMap<String, String>,
 }
 
 /// Asks `timer:distro:sys` for the next tick.
@@ -109,6 +120,10 @@ pub fn tick(our: &Address, watcher: &mut Watcher) {
     if !auto.enabled {
         watcher.pending.clear();
         return;
+    }
+    watcher.ticks = watcher.ticks.wrapping_add(1);
+    if watcher.ticks.is_multiple_of(FETCHED_EVERY) && store::network().fetch {
+        refresh_fetched(our, watcher);
     }
     let Ok(drives) = node::read_dir("/") else {
         return;
@@ -177,6 +192,52 @@ pub fn tick(our: &Address, watcher: &mut Watcher) {
         }
     };
     retry_failed(our, &auto, &names);
+}
+
+/// Reads again the listing on chain of every library fetched from the network: one listed at
+/// another version is fetched (and mirrored, with mirroring on), and if its API changed, the
+/// packages linked against it are re-linked, as for a library the app store updates. A version
+/// no node serves is said once on the terminal and tried again every round.
+fn refresh_fetched(our: &Address, watcher: &mut Watcher) {
+    for library in store::fetched_libraries() {
+        let Some(listed) = fetch::listed_version(our, &library) else {
+            continue;
+        };
+        if store::fetched_version(&library).as_deref() == Some(listed.as_str()) {
+            continue;
+        }
+        let before = store::mirrored(&library).ok().flatten();
+        match fetch::library(our, &library, &library) {
+            Ok(fetched) => {
+                watcher.unfetched.remove(&library);
+                if before.as_deref() != Some(fetched.api.bytes.as_slice()) {
+                    let relinks =
+                        service::plan_relinks(&library, &fetched.report.version_hash, &[]);
+                    for relink in service::relink(our, relinks) {
+                        if let api::RelinkOutcome::Kept(error) = relink.outcome {
+                            println!(
+                                "linker: {} keeps its previous version: {}",
+                                relink.package,
+                                summary(&error)
+                            );
+                        }
+                    }
+                }
+            }
+            Err(fetch::Unfetched::Failed(_)) => {
+                if watcher.unfetched.get(&library) != Some(&listed) {
+                    println!(
+                        "linker: {library} is listed on chain at a new version ({listed}) that \
+                         no node serves yet; the packages linked against it keep the version \
+                         they have"
+                    );
+                    watcher.unfetched.insert(library, listed);
+                }
+            }
+            Err(fetch::Unfetched::NotListed(_)) => {}
+        }
+        crate::mailbox::serve_reads(our);
+    }
 }
 
 /// Forgets a removed package; if packages were linked against it, says that they keep running

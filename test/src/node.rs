@@ -16,8 +16,10 @@ pub const LINKER: &str = "fake.os@linker:linker:sys";
 pub const TESTER: &str = "fake.os@tester:tester:test.os";
 /// How long the linker may take to start (wasmtime compiles it first, once per test binary).
 pub const BOOT_SECS: u64 = 600;
-/// How long to wait for a process to print or change state.
-pub const WAIT: Duration = Duration::from_secs(60);
+/// How long to wait for a process to print or change state: a bound for a hang, not a timing. A
+/// test that takes 11 s alone took over 60 s of this once, with its binary's five others beside it
+/// on a machine other work was loading.
+pub const WAIT: Duration = Duration::from_secs(120);
 
 /// The fixture packages, built once.
 pub fn fixtures() -> &'static Fixtures {

@@ -12,7 +12,8 @@
 //! ticks), so a library and its dependent installed in quick succession are handled once each,
 //! the library first. A package the linker had handled whose drive is
 //! gone was removed. When nothing changed, a tick sends `1 + packages` `ReadDir`s, one `Read`
-//! of the linker's state, and writes nothing.
+//! of the linker's state, and writes nothing; every [`FETCHED_EVERY`]th also reads the network
+//! settings and lists the linker's mirror (below).
 //!
 //! Handling, in order (removals, then packages with an API, then the others, each by name):
 //! - a package is linked by the one rule of [`crate::inputs`] (its recorded or on-chain

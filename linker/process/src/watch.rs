@@ -212,17 +212,7 @@ fn refresh_fetched(our: &Address, watcher: &mut Watcher) {
             Ok(fetched) => {
                 watcher.unfetched.remove(&library);
                 if before.as_deref() != Some(fetched.api.bytes.as_slice()) {
-                    let relinks =
-                        service::plan_relinks(&library, &fetched.report.version_hash, &[]);
-                    for relink in service::relink(our, relinks) {
-                        if let api::RelinkOutcome::Kept(error) = relink.outcome {
-                            println!(
-                                "linker: {} keeps its previous version: {}",
-                                relink.package,
-                                summary(&error)
-                            );
-                        }
-                    }
+                    relink_dependents(our, &library, &fetched.report.version_hash, &[]);
                 }
             }
             Err(fetch::Unfetched::Failed(_)) => {
@@ -238,6 +228,26 @@ fn refresh_fetched(our: &Address, watcher: &mut Watcher) {
             Err(fetch::Unfetched::NotListed(_)) => {}
         }
         crate::mailbox::serve_reads(our);
+    }
+}
+
+/// Re-links the packages linked against `library`, now at `version_hash`, except those in
+/// `skip`, which take their own turn.
+fn relink_dependents(our: &Address, library: &str, version_hash: &str, skip: &[String]) {
+    let relinks = service::plan_relinks(library, version_hash, skip);
+    say_kept(&service::relink(our, relinks));
+}
+
+/// Says on the terminal which re-linked packages kept their previous version, and why.
+fn say_kept(relinks: &[api::Relink]) {
+    for relink in relinks {
+        if let api::RelinkOutcome::Kept(error) = &relink.outcome {
+            println!(
+                "linker: {} keeps its previous version: {}",
+                relink.package,
+                summary(error)
+            );
+        }
     }
 }
 
@@ -307,16 +317,7 @@ fn handle(our: &Address, package: &str, has_api: bool, batch: &[String]) {
         Ok(Handled::NothingToLink) => {
             mark(package, &version_hash, &zip.bytes);
             if has_api {
-                let relinks = service::plan_relinks(package, &version_hash, batch);
-                for relink in service::relink(our, relinks) {
-                    if let api::RelinkOutcome::Kept(error) = relink.outcome {
-                        println!(
-                            "linker: {} keeps its previous version: {}",
-                            relink.package,
-                            summary(&error)
-                        );
-                    }
-                }
+                relink_dependents(our, package, &version_hash, batch);
             }
             Status::NothingToLink
         }
@@ -383,15 +384,7 @@ fn link_and_install(our: &Address, zip: Named, batch: &[String]) -> Result<Handl
         return Ok(Handled::Superseded);
     }
     let report = service::install_linked(our, inputs, linked, Trigger::Auto, Some(batch))?;
-    for relink in &report.relinked {
-        if let api::RelinkOutcome::Kept(error) = &relink.outcome {
-            println!(
-                "linker: {} keeps its previous version: {}",
-                relink.package,
-                summary(error)
-            );
-        }
-    }
+    say_kept(&report.relinked);
     Ok(Handled::Installed)
 }
 

@@ -515,14 +515,22 @@ fn the_link_script_installs_a_download_fetching_its_library_and_linked_shows_it(
     assert_eq!(ok(&settings), &json!({"fetch": false, "mirror": false}));
 }
 
+/// A node with `app` installed and running, linked against mathlib 0.1.0 fetched from the
+/// publisher, which serves the fixtures `versions`: the session, mathlib 0.1.0's version hash,
+/// and the publisher (to keep it on the network).
+fn app_with_fetched_mathlib(network: &Network, versions: &[&str]) -> (Session, String, Node) {
+    let (publisher, _) = serving(network, PUBLISHER, versions);
+    let v1 = list_on_chain(network, "mathlib", &[]);
+    let (s, _, _) = Session::on(network);
+    ok(&s.install("app", &[]));
+    s.wait_for("app:app:test.os", &expect::app());
+    (s, v1, publisher)
+}
+
 #[test]
 fn a_fetched_library_listed_at_a_new_version_is_fetched_again_and_its_dependents_relinked() {
     let network = Network::new();
-    let (_publisher, _) = serving(&network, PUBLISHER, &["mathlib", "mathlib.v2"]);
-    let v1 = list_on_chain(&network, "mathlib", &[]);
-    let (s, _, _) = Session::on(&network);
-    ok(&s.install("app", &[]));
-    s.wait_for("app:app:test.os", &expect::app());
+    let (s, v1, _publisher) = app_with_fetched_mathlib(&network, &["mathlib", "mathlib.v2"]);
     let marker = "/linker:sys/apis/mathlib:test.os/fetched";
     assert_eq!(s.file(marker), Some(v1.into_bytes()));
 
@@ -552,11 +560,7 @@ fn a_fetched_library_listed_at_a_new_version_is_fetched_again_and_its_dependents
 fn a_new_version_no_node_serves_is_said_once_and_the_dependents_keep_theirs() {
     let network = Network::new();
     // The publisher serves 0.1.0 only.
-    let (_publisher, _) = serving(&network, PUBLISHER, &["mathlib"]);
-    let v1 = list_on_chain(&network, "mathlib", &[]);
-    let (s, _, _) = Session::on(&network);
-    ok(&s.install("app", &[]));
-    s.wait_for("app:app:test.os", &expect::app());
+    let (s, v1, _publisher) = app_with_fetched_mathlib(&network, &["mathlib"]);
 
     let v2 = list_on_chain(&network, "mathlib.v2", &[]);
     let said = |line: &str| {

@@ -14,7 +14,7 @@ use crate::abilities;
 use crate::inspect::{self, InspectError, Unit, World};
 use crate::resolve::Catalog;
 use crate::resolve::{Arg, Plan};
-use crate::LinkError;
+use crate::{Hashing, LinkError};
 
 /// The composition engine refused the plan, or the composed component failed validation.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub enum ComposeError {
 }
 
 /// Composes `root` with the libraries of `plan` and validates the result for `world`, returning
-/// it with its SHA-256 if `hash` (computed while it is validated). The root's package moves into
+/// it with its SHA-256 under [`Hashing::Components`] (computed while it is validated). The root's package moves into
 /// the composition graph (whose types start as a copy of `types`, where it was decoded), so a
 /// large component is neither copied nor decoded again.
 #[allow(clippy::too_many_arguments)]
@@ -50,18 +50,19 @@ pub(crate) fn compose(
     catalog: &Catalog<'_>,
     types: &Types,
     world: World,
-    hash: bool,
+    hashing: Hashing,
 ) -> Result<(Vec<u8>, Option<String>), LinkError> {
     let Unit {
         origin, package, ..
     } = root;
     let (graph, root_package, bytes) = encode(component, package, plan, guards, catalog, types)?;
     let validate = || inspect::validate(&bytes, world);
-    let (sha256, valid) = if hash {
-        let (sha256, valid) = inspect::sha256_beside(&bytes, validate);
-        (Some(sha256), valid)
-    } else {
-        (None, validate())
+    let (sha256, valid) = match hashing {
+        Hashing::Components => {
+            let (sha256, valid) = inspect::sha256_beside(&bytes, validate);
+            (Some(sha256), valid)
+        }
+        Hashing::OnlyArchives => (None, validate()),
     };
     let Err(reason) = valid else {
         return Ok((bytes, sha256));

@@ -236,7 +236,7 @@ pub fn link(
                 &catalog,
                 &session.types,
                 options.world,
-                true,
+                Hashing::Components,
             )?;
             verify::check_imports(&path, &bytes, options.world)?;
             Some((bytes, linked_sha256))
@@ -422,7 +422,7 @@ pub fn compose_owned(
             &catalog,
             &types,
             options.world,
-            false,
+            Hashing::OnlyArchives,
         )?
         .0
     };
@@ -500,7 +500,7 @@ pub fn describe_api(api: Input<'_>, options: &Options) -> Result<ApiDescription,
     })
 }
 
-/// What a [`Session`] hashes besides the archives.
+/// What a [`Session`] hashes besides the archives, and whether a composition hashes its output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hashing {
     /// Every component, for a report that names each one's hash.

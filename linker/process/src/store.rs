@@ -192,15 +192,17 @@ pub fn fetched_version(name: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&marker).trim().to_owned())
 }
 
-/// Every library whose API was fetched from the network, by name.
-pub fn fetched_libraries() -> Vec<String> {
+/// Every library whose API was fetched from the network, with the version hash last fetched.
+pub fn fetched_libraries() -> Vec<(String, String)> {
     let Ok(entries) = node::read_dir(APIS) else {
         return Vec::new();
     };
     entries
         .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| was_fetched(name))
+        .filter_map(|(name, _)| {
+            let version = fetched_version(&name)?;
+            Some((name, version))
+        })
         .collect()
 }
 
@@ -212,14 +214,19 @@ pub fn was_fetched(name: &str) -> bool {
 
 /// The mirrored API zip consumed last for `name`, if any.
 pub fn mirrored(name: &str) -> Result<Option<Vec<u8>>, StepFailure> {
+    let Some(sha256) = mirrored_sha256(name)? else {
+        return Ok(None);
+    };
+    node::read_if_exists(&format!("{APIS}/{name}/{sha256}.zip"))
+}
+
+/// The SHA-256 of the mirrored API zip consumed last for `name`, if any.
+pub fn mirrored_sha256(name: &str) -> Result<Option<String>, StepFailure> {
     if !is_package_id(name) {
         return Ok(None);
     }
-    let Some(current) = node::read_if_exists(&format!("{APIS}/{name}/current"))? else {
-        return Ok(None);
-    };
-    let sha256 = String::from_utf8_lossy(&current).trim().to_owned();
-    node::read_if_exists(&format!("{APIS}/{name}/{sha256}.zip"))
+    let current = node::read_if_exists(&format!("{APIS}/{name}/current"))?;
+    Ok(current.map(|current| String::from_utf8_lossy(&current).trim().to_owned()))
 }
 
 /// The package ids the mirror has.

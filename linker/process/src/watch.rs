@@ -200,18 +200,18 @@ pub fn tick(our: &Address, watcher: &mut Watcher) {
 /// packages linked against it are re-linked, as for a library the app store updates. A version
 /// no node serves is said once on the terminal and tried again every round.
 fn refresh_fetched(our: &Address, watcher: &mut Watcher) {
-    for library in store::fetched_libraries() {
+    for (library, fetched_version) in store::fetched_libraries() {
         let Some(listed) = fetch::listed_version(our, &library) else {
             continue;
         };
-        if store::fetched_version(&library).as_deref() == Some(listed.as_str()) {
+        if fetched_version == listed {
             continue;
         }
-        let before = store::mirrored(&library).ok().flatten();
+        let before = store::mirrored_sha256(&library).ok().flatten();
         match fetch::library(our, &library, &library) {
             Ok(fetched) => {
                 watcher.unfetched.remove(&library);
-                if before.as_deref() != Some(fetched.api.bytes.as_slice()) {
+                if before.as_ref() != Some(&fetched.api.sha256) {
                     relink_dependents(our, &library, &fetched.report.version_hash, &[]);
                 }
             }

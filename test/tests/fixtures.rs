@@ -404,6 +404,15 @@ fn must_hash(name: &str, deps: &[&str], linked: &linker_core::Linked, digests_gi
     }
     let mut providers = std::collections::BTreeSet::new();
     for component in &linked.report.components {
+        // A worker copied from an API is hashed once, as it is copied (below).
+        if linked
+            .report
+            .copied
+            .iter()
+            .any(|c| c.path == component.path)
+        {
+            continue;
+        }
         let original = inputs
             .get(&component.path)
             .or_else(|| out.get(&component.path))

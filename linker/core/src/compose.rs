@@ -6,15 +6,18 @@
 //! would accept every proposal): when it fails, the root and each library are validated alone,
 //! so the error names the file that is broken.
 
+use std::sync::Arc;
+
 use thiserror::Error;
 use wac_graph::types::{Package, Types};
 use wac_graph::{CompositionGraph, EncodeOptions, NodeId, PackageId, Processor};
 
 use crate::abilities;
+use crate::hashing::{Bytes, Hasher, Pending};
 use crate::inspect::{self, InspectError, Unit, World};
 use crate::resolve::Catalog;
 use crate::resolve::{Arg, Plan};
-use crate::{Hashing, LinkError};
+use crate::LinkError;
 
 /// The composition engine refused the plan, or the composed component failed validation.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -37,10 +40,11 @@ pub enum ComposeError {
     },
 }
 
-/// Composes `root` with the libraries of `plan` and validates the result for `world`, returning
-/// it with its SHA-256 under [`Hashing::Components`] (computed while it is validated). The root's package moves into
-/// the composition graph (whose types start as a copy of `types`, where it was decoded), so a
-/// large component is neither copied nor decoded again.
+/// Composes `root` with the libraries of `plan` and validates the result for `world`. With a
+/// `hasher`, the result is handed to it while it is validated, and its digest comes back
+/// pending, for the caller to collect once it has done what else it can. The root's package
+/// moves into the composition graph (whose types start as a copy of `types`, where it was
+/// decoded), so a large component is neither copied nor decoded again.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn compose(
     component: &str,
@@ -50,22 +54,17 @@ pub(crate) fn compose(
     catalog: &Catalog<'_>,
     types: &Types,
     world: World,
-    hashing: Hashing,
-) -> Result<(Vec<u8>, Option<String>), LinkError> {
+    hasher: Option<&Hasher<'_, '_>>,
+) -> Result<(Arc<Vec<u8>>, Option<Pending>), LinkError> {
     let Unit {
         origin, package, ..
     } = root;
     let (graph, root_package, bytes) = encode(component, package, plan, guards, catalog, types)?;
-    let validate = || inspect::validate(&bytes, world);
-    let (sha256, valid) = match hashing {
-        Hashing::Components => {
-            let (sha256, valid) = inspect::sha256_beside(&bytes, validate);
-            (Some(sha256), valid)
-        }
-        Hashing::OnlyArchives => (None, validate()),
-    };
-    let Err(reason) = valid else {
-        return Ok((bytes, sha256));
+    let bytes = Arc::new(bytes);
+    let pending = hasher.map(|hasher| hasher.hash(Bytes::Shared(Arc::clone(&bytes))));
+    let busy = usize::from(pending.as_ref().is_some_and(Pending::is_beside));
+    let Err(reason) = inspect::validate_beside(&bytes, world, busy) else {
+        return Ok((bytes, pending));
     };
     let parts = std::iter::once((&origin, graph[root_package].bytes())).chain(
         plan.instances.iter().map(|planned| {

@@ -162,10 +162,16 @@ pub const RUNTIME_FEATURES: WasmFeatures = WasmFeatures::WASM2
 /// a Kinode process, which has one thread, the pass validates them itself). The error is the one
 /// a single in-order pass reports: the first failing body's, else the structure's.
 pub fn validate(bytes: &[u8], world: World) -> Result<(), String> {
+    validate_beside(bytes, world, 0)
+}
+
+/// [`validate`] while `busy` other threads run beside it (a hash of the same bytes): it starts
+/// that many fewer threads of its own, so that none of them waits for a core.
+pub(crate) fn validate_beside(bytes: &[u8], world: World, busy: usize) -> Result<(), String> {
     let threads = if cfg!(target_arch = "wasm32") || bytes.len() < PARALLEL_FROM {
         0
     } else {
-        (cores() - 1).min(MAX_THREADS)
+        cores().saturating_sub(1 + busy).min(MAX_THREADS)
     };
     if threads == 0 {
         return Validator::new_with_features(world.features())
@@ -280,31 +286,14 @@ pub fn bytes_hashed() -> u64 {
 /// Lowercase hex SHA-256 of `bytes`, the form Kinode uses for version hashes; counted in
 /// [`bytes_hashed`].
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    HASHED.with(|hashed| hashed.set(hashed.get() + bytes.len() as u64));
+    count_hashed(bytes.len());
     uncounted_sha256_hex(bytes)
 }
 
-/// `work()`, and meanwhile the [`sha256_hex`] of `bytes`: natively on a second thread, for input
-/// large enough to repay starting one; in a Kinode process, which has one thread, first. Counted
-/// in [`bytes_hashed`] on the calling thread either way.
-pub(crate) fn sha256_beside<T>(bytes: &[u8], work: impl FnOnce() -> T) -> (String, T) {
-    if cfg!(target_arch = "wasm32") || bytes.len() < HASH_BESIDE_FROM {
-        return (sha256_hex(bytes), work());
-    }
-    HASHED.with(|hashed| hashed.set(hashed.get() + bytes.len() as u64));
-    std::thread::scope(|scope| {
-        let hashing = scope.spawn(|| uncounted_sha256_hex(bytes));
-        let done = work();
-        let digest = hashing
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (digest, done)
-    })
+/// Counts `len` bytes as hashed on this thread ([`bytes_hashed`]).
+pub(crate) fn count_hashed(len: usize) {
+    HASHED.with(|hashed| hashed.set(hashed.get() + len as u64));
 }
-
-/// Input smaller than this is hashed on the calling thread (SHA-NI hashes a megabyte in about
-/// 0.6 ms; starting a thread costs tens of microseconds).
-const HASH_BESIDE_FROM: usize = 1 << 20;
 
 /// [`sha256_hex`] without counting, for debug builds' checks of hashes callers supply.
 pub(crate) fn uncounted_sha256_hex(bytes: &[u8]) -> String {

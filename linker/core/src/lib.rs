@@ -12,11 +12,14 @@ pub mod archive;
 mod audit;
 pub mod bounds;
 pub mod compose;
+mod hashing;
 pub mod inspect;
 pub mod package;
 pub mod report;
 pub mod resolve;
 pub mod verify;
+
+use std::sync::Arc;
 
 use thiserror::Error;
 use wac_graph::types::Types;
@@ -36,6 +39,7 @@ pub use verify::VerifyError;
 use crate::archive::Archive;
 use crate::audit::Audit;
 use crate::bounds::Bounds;
+use crate::hashing::{Bytes, Hasher, Pending};
 use crate::inspect::Unit;
 pub use crate::inspect::{bytes_hashed, sha256_hex};
 use crate::package::PackageFiles;
@@ -170,7 +174,16 @@ pub fn link(
     apis: &[Input<'_>],
     options: &Options,
 ) -> Result<Linked, LinkError> {
-    let mut session = Session::load(package, apis, options, Hashing::Components)?;
+    hashing::with_hasher(|hasher| link_with(package, apis, options, hasher))
+}
+
+fn link_with<'env>(
+    package: Input<'env>,
+    apis: &[Input<'env>],
+    options: &Options,
+    hasher: &Hasher<'_, 'env>,
+) -> Result<Linked, LinkError> {
+    let mut session = Session::load(package, apis, options, Hashing::Components, hasher)?;
     let mut resolutions = session.resolve_all()?;
     for resolution in &mut resolutions {
         session.attribute(&mut resolution.reports);
@@ -209,6 +222,9 @@ pub fn link(
     }
     let archive = &mut session.files.archive;
     let mut components = Vec::with_capacity(units.len());
+    // Composed components whose digests are still coming: collected once every component is
+    // done, so that the next one is linked or validated meanwhile.
+    let mut composed = Vec::new();
     for (((path, unit), resolution), audit) in units.into_iter().zip(resolutions).zip(audits) {
         let role = session
             .files
@@ -220,15 +236,14 @@ pub fn link(
             verify::check_init(&path, &unit, &session.types)?;
         }
         let sha256 = unit.sha256().to_owned();
-        let linked = if resolution.is_empty() {
+        if resolution.is_empty() {
             validate_unit(&unit, options.world)?;
             verify::check_imports(&path, unit.package.bytes(), options.world)?;
-            None
         } else {
             // The decoded unit keeps the component's bytes: the archive's copy is not needed while
             // composing, and the linked bytes take its place.
             archive.files.remove(&path);
-            let (bytes, linked_sha256) = compose::compose(
+            let (bytes, pending) = compose::compose(
                 &path,
                 unit,
                 &resolution.plan,
@@ -236,23 +251,26 @@ pub fn link(
                 &catalog,
                 &session.types,
                 options.world,
-                Hashing::Components,
+                Some(hasher),
             )?;
             verify::check_imports(&path, &bytes, options.world)?;
-            Some((bytes, linked_sha256))
-        };
-        let (linked, linked_sha256) = linked.unzip();
+            composed.push((components.len(), bytes, pending));
+        }
         components.push(ComponentReport {
-            path: path.clone(),
+            path,
             role,
             sha256,
-            linked_sha256: linked_sha256.flatten(),
+            linked_sha256: None,
             imports: resolution.reports,
             libraries: audit.libraries,
         });
-        if let Some(bytes) = linked {
-            archive.files.insert(path, bytes);
-        }
+    }
+    for (index, bytes, pending) in composed {
+        let component = &mut components[index];
+        component.linked_sha256 = pending.map(|pending| hasher.digest(pending));
+        archive
+            .files
+            .insert(component.path.clone(), hashing::unshare(bytes));
     }
     let Session {
         files,
@@ -301,7 +319,9 @@ pub fn explain(
     apis: &[Input<'_>],
     options: &Options,
 ) -> Result<Explanation, LinkError> {
-    let session = Session::load(package, apis, options, Hashing::Components)?;
+    let session = hashing::with_hasher(|hasher| {
+        Session::load(package, apis, options, Hashing::Components, hasher)
+    })?;
     let catalog = session.catalog();
     let mut components = Vec::with_capacity(session.components.len());
     for (path, unit) in &session.components {
@@ -344,7 +364,9 @@ pub fn unprovided(
     apis: &[Input<'_>],
     options: &Options,
 ) -> Result<Vec<String>, LinkError> {
-    let session = Session::load(package, apis, options, Hashing::OnlyArchives)?;
+    let session = hashing::with_hasher(|hasher| {
+        Session::load(package, apis, options, Hashing::OnlyArchives, hasher)
+    })?;
     let catalog = session.catalog();
     let mut names: Vec<String> = Vec::new();
     for (_, unit) in &session.components {
@@ -422,9 +444,9 @@ pub fn compose_owned(
             &catalog,
             &types,
             options.world,
-            Hashing::OnlyArchives,
-        )?
-        .0
+            None,
+        )
+        .map(|(bytes, _)| hashing::unshare(bytes))?
     };
     verify::check_imports(name, &bytes, options.world)?;
     Ok(Composed {
@@ -500,7 +522,7 @@ pub fn describe_api(api: Input<'_>, options: &Options) -> Result<ApiDescription,
     })
 }
 
-/// What a [`Session`] hashes besides the archives, and whether a composition hashes its output.
+/// What a [`Session`] hashes besides the archives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hashing {
     /// Every component, for a report that names each one's hash.
@@ -524,68 +546,101 @@ struct Session {
 
 impl Session {
     /// Reads the package and API archives and decodes every component; with `hashing`
-    /// [`Hashing::Components`], each component is hashed as it is decoded (natively, meanwhile),
-    /// as the package zip is while it is read.
-    fn load(
-        package: Input<'_>,
-        apis: &[Input<'_>],
+    /// [`Hashing::Components`], each component is hashed too. Everything is handed to `hasher` as
+    /// soon as it exists (the archives first, then the package's own components as they come out
+    /// of its zip), so that natively the hashes run beside the reading and decoding, in that
+    /// order. A worker copied from an API keeps the hash its copy recorded.
+    fn load<'env>(
+        package: Input<'env>,
+        apis: &[Input<'env>],
         options: &Options,
         hashing: Hashing,
+        hasher: &Hasher<'_, 'env>,
     ) -> Result<Session, LinkError> {
-        let (package_digest, read) = digest_beside(&package, || -> Result<_, LinkError> {
-            let mut files = PackageFiles::read(package.name, package.bytes, &options.limits)?;
-            let bounds = Bounds::read(package.name, &files.archive)?;
-            let mut types = Types::default();
-            let mut providers = Vec::new();
-            if let Some(own) = &files.own_api {
-                decode_api(
-                    own,
-                    &mut types,
-                    &mut providers,
-                    options.world,
-                    Workers::Validate,
-                )?;
-            }
-            let mut copied = Vec::new();
-            for api in apis {
-                let archive = Archive::read(api.name, api.bytes, &options.limits)?;
-                let workers = decode_api(
-                    &archive,
-                    &mut types,
-                    &mut providers,
-                    options.world,
-                    Workers::Copied,
-                )?;
-                copied.extend(files.add_workers(&archive, workers.iter().map(String::as_str))?);
-            }
-            let mut components = Vec::new();
-            for path in files.wasm_paths() {
-                let bytes = &files.archive.files[&path];
-                // A worker copied from an API is named after the API, which is what to mend.
-                let from = copied.iter().find(|file: &&CopiedFile| file.path == path);
-                let origin = Origin {
-                    archive: from
-                        .map_or(package.name, |file| file.from.as_str())
-                        .to_owned(),
-                    path: path.clone(),
-                };
-                if !Parser::is_component(bytes) && !files.roles.contains_key(&path) {
-                    inspect::validate_module(&origin, bytes, options.world)?;
-                    continue;
-                }
-                let decode = || Unit::decode(origin, ROOT, bytes.as_slice(), &mut types);
-                let unit = match hashing {
-                    Hashing::Components => {
-                        let (sha256, unit) = inspect::sha256_beside(bytes, decode);
-                        unit?.with_sha256(sha256)
-                    }
-                    Hashing::OnlyArchives => decode()?,
+        let archive_digest = |input: &Input<'env>| match input.sha256 {
+            Some(_) => Pending::Ready(digest(input).sha256),
+            None => hasher.hash(Bytes::Borrowed(input.bytes)),
+        };
+        let package_pending = archive_digest(&package);
+        let api_pending: Vec<Pending> = apis.iter().map(archive_digest).collect();
+        let mut files = PackageFiles::read(package.name, package.bytes, &options.limits)?;
+        let bounds = Bounds::read(package.name, &files.archive)?;
+        // Out of the archive, shared with the hashing thread, until their digests are in.
+        let own: Vec<(String, Arc<Vec<u8>>)> = files
+            .take_wasm()
+            .into_iter()
+            .map(|(path, bytes)| (path, Arc::new(bytes)))
+            .collect();
+        let mut own_pending: Vec<Option<Pending>> = own
+            .iter()
+            .map(|(_, bytes)| {
+                (hashing == Hashing::Components && Parser::is_component(bytes))
+                    .then(|| hasher.hash(Bytes::Shared(Arc::clone(bytes))))
+            })
+            .collect();
+        let mut types = Types::default();
+        let mut providers = Vec::new();
+        if let Some(own_api) = &files.own_api {
+            decode_api(
+                own_api,
+                &mut types,
+                &mut providers,
+                options.world,
+                Workers::Validate,
+            )?;
+        }
+        let mut workers = Vec::with_capacity(apis.len());
+        for api in apis {
+            let archive = Archive::read(api.name, api.bytes, &options.limits)?;
+            let found = decode_api(
+                &archive,
+                &mut types,
+                &mut providers,
+                options.world,
+                Workers::Copied,
+            )?;
+            workers.push((archive, found));
+        }
+        let mut components = Vec::new();
+        for ((path, bytes), pending) in own.iter().zip(&mut own_pending) {
+            let origin = Origin {
+                archive: package.name.to_owned(),
+                path: path.clone(),
+            };
+            if let Some(unit) = decode_file(origin, bytes, &files, options.world, &mut types)? {
+                let unit = match pending.take() {
+                    Some(pending) => unit.with_sha256(hasher.digest(pending)),
+                    None => unit,
                 };
                 components.push((path.clone(), unit));
             }
-            Ok((files, bounds, types, providers, components, copied))
-        });
-        let (files, bounds, types, providers, components, copied) = read?;
+        }
+        files.restore(
+            own.into_iter()
+                .map(|(path, bytes)| (path, hashing::unshare(bytes)))
+                .collect(),
+        );
+        let mut copied = Vec::new();
+        for (archive, found) in &workers {
+            copied.extend(files.add_workers(archive, found.iter().map(String::as_str))?);
+        }
+        // A worker is named after the API it came from, which is what to mend.
+        for file in &copied {
+            let origin = Origin {
+                archive: file.from.clone(),
+                path: file.path.clone(),
+            };
+            let bytes = &files.archive.files[&file.path];
+            if let Some(unit) = decode_file(origin, bytes, &files, options.world, &mut types)? {
+                components.push((file.path.clone(), unit.with_sha256(file.sha256.clone())));
+            }
+        }
+        components.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let named = |input: &Input<'_>, pending: Pending| Digest {
+            name: input.name.to_owned(),
+            sha256: hasher.digest(pending),
+            source: input.source,
+        };
         Ok(Session {
             files,
             bounds,
@@ -593,8 +648,12 @@ impl Session {
             providers,
             components,
             copied,
-            package_digest,
-            api_digests: apis.iter().map(digest).collect(),
+            package_digest: named(&package, package_pending),
+            api_digests: apis
+                .iter()
+                .zip(api_pending)
+                .map(|(api, p)| named(api, p))
+                .collect(),
             world: options.world,
         })
     }
@@ -700,6 +759,22 @@ fn decode_api(
     Ok(workers)
 }
 
+/// Decodes a `.wasm` file of the package: a component becomes a unit; a core module that no
+/// manifest entry runs is validated as it is and packed so (`None`).
+fn decode_file(
+    origin: Origin,
+    bytes: &[u8],
+    files: &PackageFiles,
+    world: World,
+    types: &mut Types,
+) -> Result<Option<Unit>, LinkError> {
+    if !Parser::is_component(bytes) && !files.roles.contains_key(&origin.path) {
+        inspect::validate_module(&origin, bytes, world)?;
+        return Ok(None);
+    }
+    Ok(Some(Unit::decode(origin, ROOT, bytes, types)?))
+}
+
 /// Validates a decoded component whole, for a component packed as it is.
 fn validate_unit(unit: &Unit, world: World) -> Result<(), InspectError> {
     inspect::validate(unit.package.bytes(), world).map_err(|reason| {
@@ -708,20 +783,6 @@ fn validate_unit(unit: &Unit, world: World) -> Result<(), InspectError> {
             reason,
         }
     })
-}
-
-/// `work()`, and meanwhile the [`digest`] of `input` (see [`inspect::sha256_beside`]).
-fn digest_beside<T>(input: &Input<'_>, work: impl FnOnce() -> T) -> (Digest, T) {
-    if input.sha256.is_some() {
-        return (digest(input), work());
-    }
-    let (sha256, done) = inspect::sha256_beside(input.bytes, work);
-    let digest = Digest {
-        name: input.name.to_owned(),
-        sha256,
-        source: input.source,
-    };
-    (digest, done)
 }
 
 fn digest(input: &Input<'_>) -> Digest {

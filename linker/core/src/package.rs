@@ -151,13 +151,18 @@ impl PackageFiles {
     }
 
     /// The `.wasm` files of the package, in path order.
-    pub fn wasm_paths(&self) -> Vec<String> {
-        self.archive
-            .files
-            .keys()
-            .filter(|path| path.ends_with(".wasm"))
-            .cloned()
-            .collect()
+    /// Takes every `.wasm` file out of the archive, for [`PackageFiles::restore`] to put back.
+    pub fn take_wasm(&mut self) -> BTreeMap<String, Vec<u8>> {
+        let (wasm, rest) = std::mem::take(&mut self.archive.files)
+            .into_iter()
+            .partition(|(path, _)| path.ends_with(".wasm"));
+        self.archive.files = rest;
+        wasm
+    }
+
+    /// Puts back what [`PackageFiles::take_wasm`] took.
+    pub fn restore(&mut self, wasm: BTreeMap<String, Vec<u8>>) {
+        self.archive.files.extend(wasm);
     }
 }
 

@@ -3,7 +3,8 @@
 # (app and bigapp, each composed with mathlib's library component), by wall time and peak RSS, and kit's way of
 # linking (bench/kit-loop.sh) with `kinode-link link`. Then runs the in-node benchmark (test/benches/node.rs: the
 # linker on the release-built test node against `linker_core::link`) and prints every way of linking app and bigapp
-# as a ratio to `kinode-link link --stored`.
+# as a ratio to `kinode-link link --stored`. Each timed run writes a new file (the output before is removed, untimed);
+# for bigapp a second table times each command writing over the output of the run before.
 #
 #   bench/compare.sh                  # from the repository root or anywhere
 #   RUNS=30 bench/compare.sh          # more runs per command (default 20; bigapp gets RUNS/2, at least 5)
@@ -184,12 +185,16 @@ instructions() { # callgrind's instruction count of each composer (and kinode-li
 }
 
 # --- Wall time ----------------------------------------------------------------------------------------------------
+# Every timed run writes a new file: the outputs of the run before are removed first, untimed. Replacing a file
+# costs its writer what the filesystem does about the old one (on ext4, truncating or renaming over a file makes the
+# kernel write the new data out at once), which is not the tool's work; `replacing` below times that case apart.
+FRESH="$OUT/out.wasm $OUT/linked.zip $OUT/kit.zip"
 time_all() { # <label> <runs>: times CMDS
     local label=$1 runs=$2 i
     if have_hyperfine; then
         local args=()
         for i in "${!CMDS[@]}"; do args+=(--command-name "${NAMES[$i]}" "${CMDS[$i]}"); done
-        hyperfine --shell=none --warmup 3 --runs "$runs" --style basic \
+        hyperfine --shell=none --warmup 3 --runs "$runs" --style basic --prepare "rm -f $FRESH" \
             --export-markdown "$OUT/time-$label.md" --export-csv "$OUT/time-$label.csv" "${args[@]}" >&2
         # command,mean,stddev,median,user,system,min,max in seconds, rows in CMDS order (a name may hold commas).
         # The median is what the ratios use: the machine is shared, and a mean follows its bursts.
@@ -209,6 +214,7 @@ time_all() { # <label> <runs>: times CMDS
             ${CMDS[$i]} >/dev/null 2>&1 # warm-up
             all=()
             for ((r = 0; r < runs; r++)); do
+                rm -f $FRESH
                 start=$(date +%s%N)
                 ${CMDS[$i]} >/dev/null 2>&1
                 end=$(date +%s%N)
@@ -221,6 +227,27 @@ time_all() { # <label> <runs>: times CMDS
                 >>"$OUT/time-$label.tsv"
         done
     fi
+}
+
+replacing() { # <runs>: bigapp's peers and kinode-link writing over the output of the run before
+    local picked=() names=() i
+    for i in "${!CMDS[@]}"; do
+        case ${NAMES[$i]} in
+        "wasm-tools compose" | "wac plug" | "kinode-link compose" | "kinode-link link (zip, --stored"*)
+            picked+=(--command-name "${NAMES[$i]} (replacing)" "${CMDS[$i]}")
+            names+=("${NAMES[$i]}")
+            ;;
+        esac
+    done
+    if ! have_hyperfine; then
+        echo "(needs hyperfine)"
+        return
+    fi
+    hyperfine --shell=none --warmup 3 --runs "$1" --style basic --export-csv "$OUT/replacing.csv" "${picked[@]}" >&2
+    echo "| Command | Median [ms] | Min [ms] | Max [ms] |"
+    echo "|:---|---:|---:|---:|"
+    awk -F, 'NR > 1 { printf "%.2f\t%.2f\t%.2f\n", $(NF - 4) * 1000, $(NF - 1) * 1000, $NF * 1000 }' "$OUT/replacing.csv" |
+        paste <(printf '`%s`\n' "${names[@]}") - | awk -F'\t' '{ printf "| %s | %s | %s | %s |\n", $1, $2, $3, $4 }'
 }
 
 # --- Peak RSS -----------------------------------------------------------------------------------------------------
@@ -284,6 +311,12 @@ every_component() { # <root> <package zip>: link --stored against each peer's co
         echo
         peak_rss
         echo
+        if [[ $root == bigapp ]]; then
+            echo "## bigapp + mathlib-api: wall time, each writing over the output of the run before ($runs runs)"
+            echo
+            replacing "$runs"
+            echo
+        fi
         if command -v valgrind >/dev/null; then
             echo "## $root + mathlib-api: instructions (valgrind --tool=callgrind; SHA-256 without the CPU's SHA extensions, as in Wasm)"
             echo

@@ -85,6 +85,56 @@ fn a_failed_link_exits_1_names_the_import_and_writes_nothing() {
 }
 
 #[test]
+fn an_output_already_there_is_replaced_and_kept_when_the_link_fails() {
+    let dir = setup();
+    let out = dir.path().join("out.zip");
+    std::fs::write(&out, b"an older link").expect("write");
+    let link = [
+        "link",
+        "app:test.os.zip",
+        "--api",
+        "math:test.os-api.zip",
+        "-o",
+        "out.zip",
+    ];
+    let (code, _, stderr) = kinode_link(dir.path(), &link);
+    assert_eq!(code, 0, "{stderr}");
+    let linked = std::fs::read(&out).expect("the output");
+    assert!(
+        linked.starts_with(b"PK\x03\x04"),
+        "a zip replaced the older file"
+    );
+    assert!(!dir.path().join("out.zip.partial").exists());
+
+    let (code, _, _) = kinode_link(dir.path(), &["link", "app:test.os.zip", "-o", "out.zip"]);
+    assert_eq!(code, 1);
+    assert_eq!(std::fs::read(&out).expect("the output"), linked);
+}
+
+#[test]
+fn an_output_that_cannot_be_replaced_is_an_error_and_leaves_nothing_behind() {
+    let dir = setup();
+    std::fs::create_dir(dir.path().join("out.zip")).expect("mkdir");
+    let link = [
+        "link",
+        "app:test.os.zip",
+        "--api",
+        "math:test.os-api.zip",
+        "-o",
+        "out.zip",
+    ];
+    let (code, stdout, stderr) = kinode_link(dir.path(), &link);
+    assert_eq!(code, 1);
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.starts_with("error: cannot write `out.zip`: "),
+        "{stderr}"
+    );
+    assert!(dir.path().join("out.zip").is_dir());
+    assert!(!dir.path().join("out.zip.partial").exists());
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let dir = setup();
     let (code, _, stderr) = kinode_link(dir.path(), &["link", "app:test.os.zip"]);

@@ -1,10 +1,12 @@
-//! Hashing beside the work. Natively, one second thread, started by the first input large
-//! enough to repay it, hashes what it is handed, in the order handed, while the calling thread
-//! goes on; the thread lives as long as the link, so no hash waits for a thread to start. In a
-//! Kinode process, which has one thread, and for small input, a hash runs when it is handed over.
-//! Every byte is counted in [`crate::bytes_hashed`] on the thread that hands it over.
+//! Hashing beside the work. Natively, each input large enough to repay it is hashed on a thread
+//! of its own, started as the input is handed over, while the calling thread goes on; its digest
+//! is collected when it is needed. A fresh thread each time, not one thread fed in turn: the
+//! kernel places a new thread on an idle core, where a waiting thread, woken, was often put
+//! behind the work on the caller's core (bigapp's link measured 1.2x slower that way, BENCHMARKS.md
+//! "Where the time goes"). In a Kinode process, which has one thread, and for small input, a hash
+//! runs when it is handed over. Every byte is counted in [`crate::bytes_hashed`] on the thread that
+//! hands it over.
 
-use std::cell::{Cell, OnceCell, RefCell};
 use std::sync::{mpsc, Arc};
 use std::thread::Scope;
 
@@ -31,55 +33,35 @@ impl Bytes<'_> {
     }
 }
 
-/// A digest handed over: computed already, or coming from the hashing thread.
+/// A digest handed over: computed already, or coming from its hashing thread.
 pub(crate) enum Pending {
     Ready(String),
-    Beside(usize),
+    Beside(mpsc::Receiver<String>),
 }
 
 impl Pending {
-    /// Whether the hash runs on the hashing thread, taking a core meanwhile.
+    /// Whether the hash runs on a thread of its own, taking a core meanwhile.
     pub fn is_beside(&self) -> bool {
         matches!(self, Pending::Beside(_))
     }
 }
 
-/// Hands bytes to the hashing thread and gives back their digests; see the module header.
+/// Hands bytes to hashing threads and gives back their digests; see the module header.
 pub(crate) struct Hasher<'scope, 'env> {
     scope: Option<&'scope Scope<'scope, 'env>>,
-    thread: OnceCell<Thread<'env>>,
-    /// Digests that came in while another was awaited, by ticket.
-    arrived: RefCell<Vec<Option<String>>>,
-    tickets: Cell<usize>,
 }
 
-struct Thread<'env> {
-    jobs: mpsc::Sender<(usize, Bytes<'env>)>,
-    digests: mpsc::Receiver<(usize, String)>,
-}
-
-/// Runs `work` with a [`Hasher`]; natively its thread, if started, ends with `work`.
+/// Runs `work` with a [`Hasher`]; natively its threads end with `work`.
 pub(crate) fn with_hasher<'env, T>(work: impl for<'scope> FnOnce(&Hasher<'scope, 'env>) -> T) -> T {
     if cfg!(target_arch = "wasm32") {
         return work(&Hasher::new(None));
     }
-    std::thread::scope(|scope| {
-        let hasher = Hasher::new(Some(scope));
-        let done = work(&hasher);
-        // Closes the queue: the thread finishes what it holds and ends.
-        drop(hasher);
-        done
-    })
+    std::thread::scope(|scope| work(&Hasher::new(Some(scope))))
 }
 
 impl<'scope, 'env> Hasher<'scope, 'env> {
     fn new(scope: Option<&'scope Scope<'scope, 'env>>) -> Self {
-        Hasher {
-            scope,
-            thread: OnceCell::new(),
-            arrived: RefCell::new(Vec::new()),
-            tickets: Cell::new(0),
-        }
+        Hasher { scope }
     }
 
     /// Hands `bytes` over: hashed beside the work if they are large enough and threads exist,
@@ -90,60 +72,25 @@ impl<'scope, 'env> Hasher<'scope, 'env> {
         let Some(scope) = self.scope.filter(|_| slice.len() >= BESIDE_FROM) else {
             return Pending::Ready(uncounted_sha256_hex(slice));
         };
-        let thread = self.thread.get_or_init(|| start(scope));
-        let ticket = self.tickets.get();
-        self.tickets.set(ticket + 1);
-        match thread.jobs.send((ticket, bytes)) {
-            Ok(()) => Pending::Beside(ticket),
-            // The thread is gone only if it panicked; the scope will say so. Hash here meanwhile.
-            Err(mpsc::SendError((_, bytes))) => {
-                Pending::Ready(uncounted_sha256_hex(bytes.as_slice()))
-            }
-        }
+        let (answer, digest) = mpsc::channel();
+        scope.spawn(move || {
+            let sha256 = uncounted_sha256_hex(bytes.as_slice());
+            // Let go before answering, so that `unshare` finds the bytes unshared.
+            drop(bytes);
+            let _ = answer.send(sha256);
+        });
+        Pending::Beside(digest)
     }
 
     /// The digest of what was handed over, waiting for it if it is still being hashed.
     pub fn digest(&self, pending: Pending) -> String {
-        let ticket = match pending {
-            Pending::Ready(digest) => return digest,
-            Pending::Beside(ticket) => ticket,
-        };
-        let thread = self
-            .thread
-            .get()
-            .expect("a ticket comes from the hashing thread");
-        let mut arrived = self.arrived.borrow_mut();
-        loop {
-            if let Some(digest) = arrived.get_mut(ticket).and_then(Option::take) {
-                return digest;
-            }
-            let (number, digest) = thread
-                .digests
+        match pending {
+            Pending::Ready(digest) => digest,
+            Pending::Beside(digest) => digest
                 .recv()
-                .expect("the hashing thread answers every ticket unless it panicked");
-            if arrived.len() <= number {
-                arrived.resize(number + 1, None);
-            }
-            arrived[number] = Some(digest);
+                .expect("a hashing thread answers unless it panicked"),
         }
     }
-}
-
-/// Starts the hashing thread: each job is hashed in turn and its bytes let go before the digest
-/// is sent back, so that [`unshare`] finds them unshared.
-fn start<'scope, 'env>(scope: &'scope Scope<'scope, 'env>) -> Thread<'env> {
-    let (jobs, queue) = mpsc::channel::<(usize, Bytes<'env>)>();
-    let (answers, digests) = mpsc::channel();
-    scope.spawn(move || {
-        for (ticket, bytes) in queue {
-            let digest = uncounted_sha256_hex(bytes.as_slice());
-            drop(bytes);
-            if answers.send((ticket, digest)).is_err() {
-                break;
-            }
-        }
-    });
-    Thread { jobs, digests }
 }
 
 /// The bytes of `shared` back, once its digest is in (a copy only if something still holds it).
@@ -156,7 +103,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn digests_come_back_for_their_tickets_in_any_order_and_count_once() {
+    fn digests_come_back_awaited_in_any_order_and_count_once() {
         let small = vec![1u8; 10];
         let large: Vec<Arc<Vec<u8>>> = (0..3u8).map(|n| Arc::new(vec![n; BESIDE_FROM])).collect();
         let before = crate::bytes_hashed();

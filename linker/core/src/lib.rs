@@ -548,8 +548,8 @@ impl Session {
     /// Reads the package and API archives and decodes every component; with `hashing`
     /// [`Hashing::Components`], each component is hashed too. Everything is handed to `hasher` as
     /// soon as it exists (the archives first, then the package's own components as they come out
-    /// of its zip), so that natively the hashes run beside the reading and decoding, in that
-    /// order. A worker copied from an API keeps the hash its copy recorded.
+    /// of its zip), so that natively the hashes run beside the reading and decoding. A worker
+    /// copied from an API keeps the hash its copy recorded.
     fn load<'env>(
         package: Input<'env>,
         apis: &[Input<'env>],
@@ -565,7 +565,7 @@ impl Session {
         let api_pending: Vec<Pending> = apis.iter().map(archive_digest).collect();
         let mut files = PackageFiles::read(package.name, package.bytes, &options.limits)?;
         let bounds = Bounds::read(package.name, &files.archive)?;
-        // Out of the archive, shared with the hashing thread, until their digests are in.
+        // Out of the archive, shared with their hashing threads, until their digests are in.
         let own: Vec<(String, Arc<Vec<u8>>)> = files
             .take_wasm()
             .into_iter()

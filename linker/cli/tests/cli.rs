@@ -8,6 +8,16 @@ use linker_tests::{component, manifest, zip};
 const MATH: &str =
     "package acme:math@1.0.0 { interface math { add: func(a: u32, b: u32) -> u32; } }";
 
+/// Links the package `setup` writes against its API, into `out.zip`.
+const LINK: [&str; 6] = [
+    "link",
+    "app:test.os.zip",
+    "--api",
+    "math:test.os-api.zip",
+    "-o",
+    "out.zip",
+];
+
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = component(&format!(
@@ -50,17 +60,7 @@ fn kinode_link(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
 #[test]
 fn link_succeeds_and_reports_each_import() {
     let dir = setup();
-    let (code, stdout, stderr) = kinode_link(
-        dir.path(),
-        &[
-            "link",
-            "app:test.os.zip",
-            "--api",
-            "math:test.os-api.zip",
-            "-o",
-            "out.zip",
-        ],
-    );
+    let (code, stdout, stderr) = kinode_link(dir.path(), &LINK);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         stdout,
@@ -89,15 +89,7 @@ fn an_output_already_there_is_replaced_and_kept_when_the_link_fails() {
     let dir = setup();
     let out = dir.path().join("out.zip");
     std::fs::write(&out, b"an older link").expect("write");
-    let link = [
-        "link",
-        "app:test.os.zip",
-        "--api",
-        "math:test.os-api.zip",
-        "-o",
-        "out.zip",
-    ];
-    let (code, _, stderr) = kinode_link(dir.path(), &link);
+    let (code, _, stderr) = kinode_link(dir.path(), &LINK);
     assert_eq!(code, 0, "{stderr}");
     let linked = std::fs::read(&out).expect("the output");
     assert!(
@@ -115,15 +107,7 @@ fn an_output_already_there_is_replaced_and_kept_when_the_link_fails() {
 fn an_output_that_cannot_be_replaced_is_an_error_and_leaves_nothing_behind() {
     let dir = setup();
     std::fs::create_dir(dir.path().join("out.zip")).expect("mkdir");
-    let link = [
-        "link",
-        "app:test.os.zip",
-        "--api",
-        "math:test.os-api.zip",
-        "-o",
-        "out.zip",
-    ];
-    let (code, stdout, stderr) = kinode_link(dir.path(), &link);
+    let (code, stdout, stderr) = kinode_link(dir.path(), &LINK);
     assert_eq!(code, 1);
     assert_eq!(stdout, "");
     assert!(

@@ -44,9 +44,19 @@ impl Pending {
     pub fn is_beside(&self) -> bool {
         matches!(self, Pending::Beside(_))
     }
+
+    /// The digest, waiting for it if it is still being hashed.
+    pub fn digest(self) -> String {
+        match self {
+            Pending::Ready(digest) => digest,
+            Pending::Beside(digest) => digest
+                .recv()
+                .expect("a hashing thread answers unless it panicked"),
+        }
+    }
 }
 
-/// Hands bytes to hashing threads and gives back their digests; see the module header.
+/// Hands bytes to hashing threads; see the module header.
 pub(crate) struct Hasher<'scope, 'env> {
     scope: Option<&'scope Scope<'scope, 'env>>,
 }
@@ -54,16 +64,12 @@ pub(crate) struct Hasher<'scope, 'env> {
 /// Runs `work` with a [`Hasher`]; natively its threads end with `work`.
 pub(crate) fn with_hasher<'env, T>(work: impl for<'scope> FnOnce(&Hasher<'scope, 'env>) -> T) -> T {
     if cfg!(target_arch = "wasm32") {
-        return work(&Hasher::new(None));
+        return work(&Hasher { scope: None });
     }
-    std::thread::scope(|scope| work(&Hasher::new(Some(scope))))
+    std::thread::scope(|scope| work(&Hasher { scope: Some(scope) }))
 }
 
-impl<'scope, 'env> Hasher<'scope, 'env> {
-    fn new(scope: Option<&'scope Scope<'scope, 'env>>) -> Self {
-        Hasher { scope }
-    }
-
+impl<'env> Hasher<'_, 'env> {
     /// Hands `bytes` over: hashed beside the work if they are large enough and threads exist,
     /// else at once.
     pub fn hash(&self, bytes: Bytes<'env>) -> Pending {
@@ -80,16 +86,6 @@ impl<'scope, 'env> Hasher<'scope, 'env> {
             let _ = answer.send(sha256);
         });
         Pending::Beside(digest)
-    }
-
-    /// The digest of what was handed over, waiting for it if it is still being hashed.
-    pub fn digest(&self, pending: Pending) -> String {
-        match pending {
-            Pending::Ready(digest) => digest,
-            Pending::Beside(digest) => digest
-                .recv()
-                .expect("a hashing thread answers unless it panicked"),
-        }
     }
 }
 
@@ -115,13 +111,9 @@ mod tests {
             let ready = hasher.hash(Bytes::Borrowed(&small));
             assert!(!ready.is_beside());
             assert!(pending.iter().all(Pending::is_beside));
-            let mut digests: Vec<String> = pending
-                .into_iter()
-                .rev()
-                .map(|p| hasher.digest(p))
-                .collect();
+            let mut digests: Vec<String> = pending.into_iter().rev().map(Pending::digest).collect();
             digests.reverse();
-            digests.push(hasher.digest(ready));
+            digests.push(ready.digest());
             digests
         });
         let expected: Vec<String> = large

@@ -267,7 +267,7 @@ fn link_with<'env>(
     }
     for (index, bytes, pending) in composed {
         let component = &mut components[index];
-        component.linked_sha256 = pending.map(|pending| hasher.digest(pending));
+        component.linked_sha256 = pending.map(Pending::digest);
         archive
             .files
             .insert(component.path.clone(), hashing::unshare(bytes));
@@ -557,8 +557,8 @@ impl Session {
         hashing: Hashing,
         hasher: &Hasher<'_, 'env>,
     ) -> Result<Session, LinkError> {
-        let archive_digest = |input: &Input<'env>| match input.sha256 {
-            Some(_) => Pending::Ready(digest(input).sha256),
+        let archive_digest = |input: &Input<'env>| match given_sha256(input) {
+            Some(sha256) => Pending::Ready(sha256),
             None => hasher.hash(Bytes::Borrowed(input.bytes)),
         };
         let package_pending = archive_digest(&package);
@@ -609,7 +609,7 @@ impl Session {
             };
             if let Some(unit) = decode_file(origin, bytes, &files, options.world, &mut types)? {
                 let unit = match pending.take() {
-                    Some(pending) => unit.with_sha256(hasher.digest(pending)),
+                    Some(pending) => unit.with_sha256(pending.digest()),
                     None => unit,
                 };
                 components.push((path.clone(), unit));
@@ -636,11 +636,6 @@ impl Session {
             }
         }
         components.sort_by(|(a, _), (b, _)| a.cmp(b));
-        let named = |input: &Input<'_>, pending: Pending| Digest {
-            name: input.name.to_owned(),
-            sha256: hasher.digest(pending),
-            source: input.source,
-        };
         Ok(Session {
             files,
             bounds,
@@ -648,11 +643,11 @@ impl Session {
             providers,
             components,
             copied,
-            package_digest: named(&package, package_pending),
+            package_digest: named(&package, package_pending.digest()),
             api_digests: apis
                 .iter()
                 .zip(api_pending)
-                .map(|(api, p)| named(api, p))
+                .map(|(api, pending)| named(api, pending.digest()))
                 .collect(),
             world: options.world,
         })
@@ -785,19 +780,26 @@ fn validate_unit(unit: &Unit, world: World) -> Result<(), InspectError> {
     })
 }
 
+/// The digest of `input`: the SHA-256 its caller gave, else computed here.
 fn digest(input: &Input<'_>) -> Digest {
-    let sha256 = match input.sha256 {
-        Some(known) => {
-            debug_assert_eq!(
-                known,
-                inspect::uncounted_sha256_hex(input.bytes),
-                "{}'s SHA-256",
-                input.name
-            );
-            known.to_owned()
-        }
-        None => sha256_hex(input.bytes),
-    };
+    let sha256 = given_sha256(input).unwrap_or_else(|| sha256_hex(input.bytes));
+    named(input, sha256)
+}
+
+/// The SHA-256 the caller gave with `input`, if any; debug builds check it.
+fn given_sha256(input: &Input<'_>) -> Option<String> {
+    let known = input.sha256?;
+    debug_assert_eq!(
+        known,
+        inspect::uncounted_sha256_hex(input.bytes),
+        "{}'s SHA-256",
+        input.name
+    );
+    Some(known.to_owned())
+}
+
+/// `input`'s digest, with its SHA-256 known.
+fn named(input: &Input<'_>, sha256: String) -> Digest {
     Digest {
         name: input.name.to_owned(),
         sha256,

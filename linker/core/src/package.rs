@@ -150,7 +150,6 @@ impl PackageFiles {
         Ok(copied)
     }
 
-    /// The `.wasm` files of the package, in path order.
     /// Takes every `.wasm` file out of the archive, for [`PackageFiles::restore`] to put back.
     pub fn take_wasm(&mut self) -> BTreeMap<String, Vec<u8>> {
         let (wasm, rest) = std::mem::take(&mut self.archive.files)

@@ -5,6 +5,11 @@
 //! has it). Prints a table of medians (BENCHMARKS.md "SHA-256 in Wasm"). Every variant must give
 //! the same digest as native `sha2`, or the bench fails.
 //!
+//! Last, the only hashing the runtime offers a process, the VFS's `Hash` of a file, on a 12 MiB
+//! file: as kinode v1.0.0 computes it (`kinode/src/vfs.rs`, `VfsAction::Hash`: a tokio `File`,
+//! read 1 KiB at a time into `sha2`, each read a trip to tokio's blocking pool), and as the test
+//! host does (plain reads), both checked against native `sha2`.
+//!
 //! `cargo bench -p linker-tests --bench sha_wasm` (RUNS=n, default 15).
 
 use std::path::{Path, PathBuf};
@@ -19,6 +24,9 @@ use wasmtime::{Config, Engine, Instance, Module, Store, TypedFunc};
 const ROUNDS: u32 = 12;
 /// The buffer the module hashes, as `bench/sha-wasm` fills it.
 const SIZE: usize = 1 << 20;
+
+/// The variant `pkg/linker.wasm` is built as (`test/build/src/node_package.rs`).
+const LINKER_WASM: usize = 7;
 
 /// One build of the module: its implementation feature and build settings.
 struct Variant {
@@ -36,7 +44,7 @@ const VARIANTS: &[Variant] = &[
         rustflags: "",
     },
     Variant {
-        name: "sha2 0.10, force-soft-compact (linker.wasm today), opt-level 3",
+        name: "sha2 0.10, force-soft-compact (linker.wasm before the SIMD build), opt-level 3",
         feature: "sha2-compact",
         opt_level: "3",
         rustflags: "",
@@ -72,7 +80,7 @@ const VARIANTS: &[Variant] = &[
         rustflags: "--cfg sha2_backend_soft=\"compact\"",
     },
     Variant {
-        name: "sha2 0.11, +simd128 (its wasm32 SIMD backend)",
+        name: "sha2 0.11, +simd128 (its wasm32 SIMD backend): linker.wasm",
         feature: "sha2-next",
         opt_level: "3",
         rustflags: "-C target-feature=+simd128",
@@ -172,7 +180,21 @@ fn main() -> Result<()> {
             );
         }
     }
-    let mut times = vec![Vec::new(); VARIANTS.len() + 1];
+    let file = root.join("target/sha-wasm/file.bin");
+    let file_digest = write_file(&file)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    for (way, digest) in [
+        ("the runtime's VFS Hash", runtime.block_on(vfs_hash(&file))?),
+        ("the test host's VFS Hash", read_and_hash(&file)?),
+    ] {
+        if digest != file_digest {
+            bail!("{way} computes another digest");
+        }
+    }
+    // The module variants, native sha2, the runtime's Hash, the test host's Hash.
+    let mut times = vec![Vec::new(); VARIANTS.len() + 3];
     for _ in 0..runs {
         for (index, hash) in hashes.iter().enumerate() {
             let started = Instant::now();
@@ -182,28 +204,84 @@ fn main() -> Result<()> {
         let started = Instant::now();
         std::hint::black_box(expected(ROUNDS));
         times[VARIANTS.len()].push(started.elapsed());
+        let started = Instant::now();
+        std::hint::black_box(runtime.block_on(vfs_hash(&file))?);
+        times[VARIANTS.len() + 1].push(started.elapsed());
+        let started = Instant::now();
+        std::hint::black_box(read_and_hash(&file)?);
+        times[VARIANTS.len() + 2].push(started.elapsed());
     }
-    let native = median(&mut times[VARIANTS.len()]);
-    let baseline = median(&mut times[1].clone());
-    println!("SHA-256 of {ROUNDS} MiB, median of {runs} runs, interleaved");
-    println!("| implementation and build | module | ms | MiB/s | vs linker.wasm today |");
-    println!("|---|---:|---:|---:|---:|");
-    for ((variant, runs), size) in VARIANTS.iter().zip(&mut times).zip(&sizes) {
-        let time = median(runs);
+    let baseline = median(&mut times[LINKER_WASM].clone());
+    let row = |name: &str, size: Option<u64>, time: Duration| {
         println!(
-            "| {} | {:.1} KiB | {:.1} | {:.0} | {:.2}× |",
-            variant.name,
-            *size as f64 / 1024.0,
+            "| {name} | {} | {:.1} | {:.0} | {:.2}× |",
+            size.map_or("-".to_owned(), |size| format!(
+                "{:.1} KiB",
+                size as f64 / 1024.0
+            )),
             time.as_secs_f64() * 1e3,
             f64::from(ROUNDS) / time.as_secs_f64(),
             time.as_secs_f64() / baseline.as_secs_f64()
         );
+    };
+    println!("SHA-256 of {ROUNDS} MiB, median of {runs} runs, interleaved");
+    println!("| implementation and build | module | ms | MiB/s | vs linker.wasm |");
+    println!("|---|---:|---:|---:|---:|");
+    for ((variant, runs), size) in VARIANTS.iter().zip(&mut times).zip(&sizes) {
+        row(variant.name, Some(*size), median(runs));
     }
-    println!(
-        "| native sha2 0.10 (this CPU's fastest; includes filling the buffer) | - | {:.1} | {:.0} | {:.2}× |",
-        native.as_secs_f64() * 1e3,
-        f64::from(ROUNDS) / native.as_secs_f64(),
-        native.as_secs_f64() / baseline.as_secs_f64()
-    );
+    let mut rest = times.split_off(VARIANTS.len());
+    for (name, runs) in [
+        "native sha2 0.10 (this CPU's fastest; includes filling the buffer)",
+        "the runtime's VFS `Hash` of a file (kinode v1.0.0: tokio `File`, 1 KiB reads)",
+        "the test host's VFS `Hash` of a file (plain reads)",
+    ]
+    .into_iter()
+    .zip(&mut rest)
+    {
+        row(name, None, median(runs));
+    }
     Ok(())
+}
+
+/// Writes the 12 MiB file the VFS rows hash; its digest.
+fn write_file(path: &Path) -> Result<[u8; 32]> {
+    let bytes: Vec<u8> = (0..SIZE * ROUNDS as usize)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3])
+        .collect();
+    std::fs::create_dir_all(path.parent().context("the file's folder")?)?;
+    std::fs::write(path, &bytes).context("writing the file to hash")?;
+    Ok(Sha256::digest(&bytes).into())
+}
+
+/// The file's SHA-256 the way the runtime's VFS serves `Hash`: a tokio `File` seeked to the
+/// start and read into a 1 KiB buffer until it ends, every read run on tokio's blocking pool.
+async fn vfs_hash(path: &Path) -> Result<[u8; 32]> {
+    use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(std::io::SeekFrom::Start(0)).await?;
+    let mut hasher = Sha256::new();
+    let mut buffer = [0; 1024];
+    loop {
+        match file.read(&mut buffer).await? {
+            0 => break,
+            n => hasher.update(&buffer[..n]),
+        }
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// The file's SHA-256 as the test host serves `Hash`: synchronous reads of 8 KiB.
+fn read_and_hash(path: &Path) -> Result<[u8; 32]> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = [0; 8192];
+    loop {
+        match file.read(&mut buffer)? {
+            0 => break,
+            n => hasher.update(&buffer[..n]),
+        }
+    }
+    Ok(hasher.finalize().into())
 }

@@ -35,9 +35,12 @@
 //! kernel bypass the capability check, answers only when a response is expected, and adds
 //! [`VfsReply::grants`] to the caller.
 //!
-//! Deviations from the runtime, all of them only visible in corner cases:
+//! Deviations from the runtime, all of them only visible in corner cases or in time:
 //! - Requests are served one at a time: no handle is ever in use by another request when the
 //!   cache evicts (the runtime serves requests concurrently and skips handles in use).
+//! - Files are read and written with plain blocking calls. The runtime goes through tokio, so its
+//!   `Hash`, which reads 1 KiB at a time, makes a trip to tokio's blocking pool per KiB: far slower
+//!   than here (BENCHMARKS.md "SHA-256 in Wasm" measures both), and slower than hashing in Wasm.
 //! - `ReadDir` entries are sorted by path (the runtime returns them in the OS's order).
 //! - `AddZip` refuses, with `UnzipError`, an entry whose name would leave the VFS root (the
 //!   runtime writes it wherever `path.join(name)` points).

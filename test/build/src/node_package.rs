@@ -24,7 +24,7 @@ use crate::{
 /// The package's components: `pkg/` file, crate, and core module built by cargo.
 /// The code generation flags of the linker's package: Wasm SIMD, which wasmtime 27 (the runtime's)
 /// runs by default, and with which the linking core's SHA-256 is sha2's wasm32 SIMD backend, about
-/// 1.5x as fast as the best without it (BENCHMARKS.md "SHA-256 in Wasm").
+/// 1.5 to 1.8x as fast as the best without it (BENCHMARKS.md "SHA-256 in Wasm, and the runtime's `Hash`").
 const RUSTFLAGS: &str = "-Ctarget-feature=+simd128";
 
 const COMPONENTS: [(&str, &str, &str); 4] = [

@@ -271,17 +271,7 @@ async fn vfs_hash(path: &Path) -> Result<[u8; 32]> {
     Ok(hasher.finalize().into())
 }
 
-/// The file's SHA-256 as the test host serves `Hash`: synchronous reads of 8 KiB.
+/// The file's SHA-256 from plain blocking reads, as the test host serves `Hash`.
 fn read_and_hash(path: &Path) -> Result<[u8; 32]> {
-    use std::io::Read as _;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = [0; 8192];
-    loop {
-        match file.read(&mut buffer)? {
-            0 => break,
-            n => hasher.update(&buffer[..n]),
-        }
-    }
-    Ok(hasher.finalize().into())
+    Ok(Sha256::digest(std::fs::read(path)?).into())
 }
